@@ -1,0 +1,27 @@
+.DEFAULT_GOAL := help
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
+
+install: ## create .venv and install touchstream with its dev tools
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+
+run: install ## score the bundled airline survey data with the engine and print a table
+	$(VENV)/bin/touchstream airline
+
+test: ## the whole suite as CI runs it: install, ruff, mypy, unit + integration tests
+	bash scripts/test.sh
+
+lint: install ## ruff and mypy only
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+bench: install ## benchmark scripts (print figures and ratios measured in one run)
+	$(PY) benchmarks/bench_decode.py
+	$(PY) benchmarks/bench_engine.py
+
+.PHONY: help install run test lint bench

@@ -1,0 +1,130 @@
+"""Decode and validate touchpoint events, with errors that name the field and the reason.
+
+``EventDecoder`` is the one entry point every runner uses: the Kafka worker, the HTTP
+ingestion route and the file replay. It checks the structure and scales (in msgspec)
+and then what needs a clock: events too far in the future, or too old to be real.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+
+from schemas.event import KINDS, SCHEMA_VERSION, TouchpointEvent
+
+_AT_PATH = re.compile(r"^(?P<reason>.*?) - at `\$(?P<path>[^`]*)`$", re.DOTALL)
+_MISSING = re.compile(
+    r"^Object missing required field `(?P<field>[^`]+)`(?: - at `\$(?P<path>[^`]*)`)?$"
+)
+
+
+_REASONS = {
+    ("kind", "Invalid value"): f"unknown kind (expected one of {', '.join(KINDS)})",
+    ("schema_version", "Invalid enum value"): (
+        f"unknown schema version (supported: {SCHEMA_VERSION})"
+    ),
+}
+
+
+class EventError(ValueError):
+    """A rejected event: ``field`` is a dotted path into the event (``$`` for the whole)."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+    def as_dict(self) -> dict[str, str]:
+        """The error as it is reported over HTTP and in dead-letter headers."""
+        return {"field": self.field, "reason": self.reason}
+
+
+def _field_of(path: str) -> str:
+    path = path.lstrip(".")
+    return path or "$"
+
+
+def explain(exc: msgspec.DecodeError | msgspec.ValidationError) -> EventError:
+    """Turn a msgspec error into an ``EventError`` naming the field and the reason."""
+    message = str(exc)
+    missing = _MISSING.match(message)
+    if missing:
+        prefix = _field_of(missing.group("path") or "")
+        field = missing.group("field") if prefix == "$" else f"{prefix}.{missing.group('field')}"
+        return EventError(field, "is required")
+    at = _AT_PATH.match(message)
+    if at:
+        reason = at.group("reason")
+        # A __post_init__ message carries its own path; prefer it.
+        inner = _AT_PATH.match(reason)
+        if inner:
+            return EventError(_field_of(inner.group("path")), inner.group("reason"))
+        field = _field_of(at.group("path"))
+        return EventError(field, _REASONS.get((field, reason.split(" '")[0]), reason))
+    if isinstance(exc, msgspec.ValidationError):
+        return EventError("$", message)
+    return EventError("$", f"not valid JSON ({message})")
+
+
+@dataclass(frozen=True, slots=True)
+class TimeLimits:
+    """How far from the decoder's clock an event time may be and still be believed."""
+
+    max_future: timedelta = timedelta(minutes=15)
+    max_age: timedelta = timedelta(days=3650)
+
+
+class EventDecoder:
+    """Decodes JSON bytes into validated events; one instance is reused for speed."""
+
+    def __init__(
+        self,
+        limits: TimeLimits | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self._decoder = msgspec.json.Decoder(TouchpointEvent)
+        self._limits = limits or TimeLimits()
+        self._clock = clock or (lambda: datetime.now(UTC))
+
+    def decode(self, data: bytes | str) -> TouchpointEvent:
+        """One event from JSON; raises ``EventError`` when it is not acceptable."""
+        try:
+            event: TouchpointEvent = self._decoder.decode(data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise explain(exc) from None
+        except UnicodeDecodeError as exc:
+            raise EventError("$", f"not valid UTF-8 (byte {exc.start})") from None
+        self.check_time(event, self._clock())
+        return event
+
+    def convert(self, obj: object) -> TouchpointEvent:
+        """One event from already-parsed JSON (a dict), with the same checks as ``decode``."""
+        try:
+            event: TouchpointEvent = msgspec.convert(obj, TouchpointEvent)
+        except msgspec.ValidationError as exc:
+            raise explain(exc) from None
+        self.check_time(event, self._clock())
+        return event
+
+    def check_time(self, event: TouchpointEvent, now: datetime) -> None:
+        """Reject event times too far ahead of ``now`` or implausibly old."""
+        at = event.occurred_at
+        if at > now + self._limits.max_future:
+            raise EventError(
+                "occurred_at",
+                f"is {at - now} in the future (at most {self._limits.max_future} allowed)",
+            )
+        if at < now - self._limits.max_age:
+            raise EventError(
+                "occurred_at",
+                f"is older than the oldest accepted age ({self._limits.max_age.days} days)",
+            )
+
+
+def encode(event: TouchpointEvent) -> bytes:
+    """The canonical JSON of an event (defaults omitted)."""
+    return msgspec.json.encode(event)
