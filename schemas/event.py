@@ -73,6 +73,11 @@ class _Touchpoint(
     program: Dimension = "continuous"
     comment: Comment | None = None
 
+    @property
+    def kind(self) -> str:
+        """The signal kind: the tag this event was decoded by."""
+        return str(type(self).__struct_config__.tag)
+
 
 class Csat(_Touchpoint, frozen=True, tag="csat"):
     """Customer satisfaction, 1 (very dissatisfied) to 5 (very satisfied)."""

@@ -1,0 +1,1 @@
+"""touchstream's service layer: the HTTP API, the Prometheus exporter and the CLI."""

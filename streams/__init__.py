@@ -1,0 +1,1 @@
+"""touchstream streams: the monitoring engine and the Kafka workers."""

@@ -1,0 +1,1 @@
+"""The monitoring engine: plain Python and numpy, no transport."""

@@ -1,0 +1,212 @@
+"""Journeys: events stitched by ``journey_id`` into one customer story.
+
+A journey records the channels and touchpoints it used, the stages it reached
+(recognize, request, respond), when it started and last moved, and a journey score:
+the mean satisfaction of its signals mapped to 0..100. It ends on an explicit end
+marker or after ``timeout`` seconds of event-time silence; then it counts towards
+satisfaction by number of channels used (1, 2, 3, 4+), where multi-channel journeys
+tend to fare worse.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from streams.engine import stats
+
+MAX_TOUCHPOINTS: Final = 32
+CHANNEL_BANDS: Final = ("1", "2", "3", "4+")
+
+
+def channel_band(n_channels: int) -> str:
+    """The band a journey with ``n_channels`` distinct channels falls in."""
+    return CHANNEL_BANDS[min(max(n_channels, 1), 4) - 1]
+
+
+@dataclass(slots=True)
+class Journey:
+    """The running state of one journey; fixed size whatever its length."""
+
+    journey_id: str
+    customer_id: str
+    journey_type: str
+    started: int
+    last: int
+    channels: list[str] = field(default_factory=list)
+    touchpoints: list[str] = field(default_factory=list)
+    stages: list[str] = field(default_factory=list)
+    events: int = 0
+    n: int = 0
+    total: float = 0.0
+    total_sq: float = 0.0
+    ended: int | None = None
+    end_reason: str | None = None
+
+    def add(self, at: int, channel: str, touchpoint: str, stage: str | None,
+            satisfaction: float) -> None:
+        """Fold one event into the journey."""
+        self.started = min(self.started, at)
+        self.last = max(self.last, at)
+        self.events += 1
+        if channel not in self.channels:
+            self.channels.append(channel)
+        if touchpoint not in self.touchpoints and len(self.touchpoints) < MAX_TOUCHPOINTS:
+            self.touchpoints.append(touchpoint)
+        if stage is not None and stage not in self.stages:
+            self.stages.append(stage)
+        if not math.isnan(satisfaction):
+            self.n += 1
+            self.total += satisfaction
+            self.total_sq += satisfaction * satisfaction
+
+    @property
+    def score(self) -> float | None:
+        """Mean satisfaction of the journey's signals, 0..100; None without any."""
+        return 100.0 * self.total / self.n if self.n else None
+
+    def view(self) -> dict[str, Any]:
+        """The journey as API callers see it."""
+        stage_order = ("recognize", "request", "respond")
+        reached = [s for s in stage_order if s in self.stages]
+        return {
+            "journey_id": self.journey_id,
+            "customer_id": self.customer_id,
+            "journey_type": self.journey_type,
+            "started_at": self.started,
+            "last_event_at": self.last,
+            "ended_at": self.ended,
+            "end_reason": self.end_reason,
+            "open": self.ended is None,
+            "events": self.events,
+            "channels": list(self.channels),
+            "channel_count": len(self.channels),
+            "channel_band": channel_band(len(self.channels)),
+            "touchpoints": list(self.touchpoints),
+            "stages": reached,
+            "stage_reached": reached[-1] if reached else None,
+            "duration_seconds": self.last - self.started,
+            "score": self.score,
+            "n": self.n,
+        }
+
+
+@dataclass(slots=True)
+class BandStats:
+    """Running sums of journey scores (0..100) and durations for one band."""
+
+    n: int = 0
+    total: float = 0.0
+    total_sq: float = 0.0
+    duration_total: float = 0.0
+
+    def add(self, score: float, duration: int) -> None:
+        self.n += 1
+        self.total += score
+        self.total_sq += score * score
+        self.duration_total += duration
+
+    def view(self) -> dict[str, Any]:
+        low, high = stats.mean_interval(self.n, self.total, self.total_sq)
+        return {
+            "n": self.n,
+            "score": self.total / self.n if self.n else None,
+            "low": None if math.isnan(low) else low,
+            "high": None if math.isnan(high) else high,
+            "mean_duration_seconds": self.duration_total / self.n if self.n else None,
+        }
+
+
+class JourneyTracker:
+    """Open and recently ended journeys, and scores by channel count per journey type."""
+
+    def __init__(self, timeout: int, kept: int) -> None:
+        self.timeout = timeout
+        self.kept = kept
+        self.open: dict[str, Journey] = {}
+        self.closed: OrderedDict[str, Journey] = OrderedDict()
+        self.bands: dict[tuple[str, str], BandStats] = {}
+        self._swept_at = 0
+
+    def add(self, journey_id: str, customer_id: str, journey_type: str, at: int,
+            channel: str, touchpoint: str, stage: str | None, satisfaction: float,
+            end: bool) -> None:
+        """Fold one event into its journey; an end marker closes it."""
+        journey = self.open.get(journey_id)
+        if journey is None:
+            if journey_id in self.closed:
+                # A straggler after the end: keep the record true, but count it once only.
+                self.closed[journey_id].add(at, channel, touchpoint, stage, satisfaction)
+                return
+            journey = self.open[journey_id] = Journey(
+                journey_id, customer_id, journey_type, at, at
+            )
+        journey.add(at, channel, touchpoint, stage, satisfaction)
+        if end:
+            self._close(journey, journey.last, "end_marker")
+
+    def sweep(self, watermark: int) -> None:
+        """Close journeys silent for longer than the timeout (on event time)."""
+        if watermark - self._swept_at < min(self.timeout, 3600) // 4:
+            return
+        self._swept_at = watermark
+        for journey in [j for j in self.open.values() if j.last < watermark - self.timeout]:
+            self._close(journey, journey.last + self.timeout, "timeout")
+
+    def _close(self, journey: Journey, at: int, reason: str) -> None:
+        del self.open[journey.journey_id]
+        journey.ended, journey.end_reason = at, reason
+        score = journey.score
+        if score is not None:
+            band = channel_band(len(journey.channels))
+            for jtype in ("all", journey.journey_type):
+                self.bands.setdefault((jtype, band), BandStats()).add(
+                    score, journey.last - journey.started
+                )
+        self.closed[journey.journey_id] = journey
+        while len(self.closed) > self.kept:
+            self.closed.popitem(last=False)
+
+    def get(self, journey_id: str) -> Journey | None:
+        """An open or recently ended journey."""
+        return self.open.get(journey_id) or self.closed.get(journey_id)
+
+    def by_channel_count(self, journey_type: str = "all") -> dict[str, dict[str, Any]]:
+        """Ended journeys' scores by number of channels used, for one journey type."""
+        return {
+            band: self.bands.get((journey_type, band), BandStats()).view()
+            for band in CHANNEL_BANDS
+        }
+
+    def journey_types(self) -> list[str]:
+        """Journey types with at least one ended, scored journey."""
+        return sorted({t for t, _ in self.bands if t != "all"})
+
+    def state(self) -> dict[str, Any]:
+        """Snapshot."""
+        def dump(j: Journey) -> list[Any]:
+            return [j.journey_id, j.customer_id, j.journey_type, j.started, j.last,
+                    j.channels, j.touchpoints, j.stages, j.events, j.n, j.total,
+                    j.total_sq, j.ended, j.end_reason]
+
+        return {
+            "open": [dump(j) for j in self.open.values()],
+            "closed": [dump(j) for j in self.closed.values()],
+            "bands": [[t, b, s.n, s.total, s.total_sq, s.duration_total]
+                      for (t, b), s in self.bands.items()],
+            "swept_at": self._swept_at,
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Restore a snapshot taken by ``state``."""
+        def load(row: list[Any]) -> Journey:
+            return Journey(row[0], row[1], row[2], row[3], row[4], list(row[5]),
+                           list(row[6]), list(row[7]), row[8], row[9], row[10], row[11],
+                           row[12], row[13])
+
+        self.open = {row[0]: load(row) for row in state["open"]}
+        self.closed = OrderedDict((row[0], load(row)) for row in state["closed"])
+        self.bands = {(t, b): BandStats(n, s, ss, d) for t, b, n, s, ss, d in state["bands"]}
+        self._swept_at = state["swept_at"]
