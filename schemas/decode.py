@@ -97,7 +97,7 @@ class EventDecoder:
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise explain(exc) from None
         except UnicodeDecodeError as exc:
-            raise EventError("$", f"not valid UTF-8 (byte {exc.start})") from None
+            raise EventError("$", f"not valid UTF-8 ({exc.reason})") from None
         self.check_time(event, self._clock())
         return event
 

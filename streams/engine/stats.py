@@ -218,7 +218,7 @@ def _betacf(a: float, b: float, x: float) -> float:
     d = 1.0 - qab * x / qap
     d = 1.0 / (d if abs(d) > tiny else tiny)
     h = d
-    for m in range(1, 10_000):
+    for m in range(1, 1000):
         m2 = 2 * m
         aa = m * (b - m) * x / ((qam + m2) * (a + m2))
         d = 1.0 + aa * d

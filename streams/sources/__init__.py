@@ -1,0 +1,1 @@
+"""Ways events get into touchstream from outside: files, data sets, simulators."""
