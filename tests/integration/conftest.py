@@ -101,4 +101,3 @@ def topic_factory(kafka_bootstrap: str) -> Iterator[TopicFactory]:
 
     yield create
     admin.close()
-
