@@ -8,9 +8,10 @@ and then what needs a clock: events too far in the future, or too old to be real
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import msgspec
 
@@ -84,11 +85,13 @@ class EventDecoder:
     def __init__(
         self,
         limits: TimeLimits | None = None,
-        clock: Callable[[], datetime] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._decoder = msgspec.json.Decoder(TouchpointEvent)
         self._limits = limits or TimeLimits()
-        self._clock = clock or (lambda: datetime.now(UTC))
+        self._future = self._limits.max_future.total_seconds()
+        self._age = self._limits.max_age.total_seconds()
+        self._clock = clock
 
     def decode(self, data: bytes | str) -> TouchpointEvent:
         """One event from JSON; raises ``EventError`` when it is not acceptable."""
@@ -110,15 +113,16 @@ class EventDecoder:
         self.check_time(event, self._clock())
         return event
 
-    def check_time(self, event: TouchpointEvent, now: datetime) -> None:
-        """Reject event times too far ahead of ``now`` or implausibly old."""
-        at = event.occurred_at
-        if at > now + self._limits.max_future:
+    def check_time(self, event: TouchpointEvent, now: float) -> None:
+        """Reject event times too far ahead of ``now`` (epoch seconds) or implausibly old."""
+        at = event.occurred_at.timestamp()
+        if at > now + self._future:
+            ahead = timedelta(seconds=round(at - now))
             raise EventError(
                 "occurred_at",
-                f"is {at - now} in the future (at most {self._limits.max_future} allowed)",
+                f"is {ahead} in the future (at most {self._limits.max_future} allowed)",
             )
-        if at < now - self._limits.max_age:
+        if at < now - self._age:
             raise EventError(
                 "occurred_at",
                 f"is older than the oldest accepted age ({self._limits.max_age.days} days)",

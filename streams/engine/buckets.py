@@ -59,19 +59,24 @@ class CalendarBucketing:
     def local_days(self, seconds: IntArray) -> IntArray:
         """Local calendar day (days since 1970-01-01) of each time.
 
-        UTC offsets only change on quarter-hour boundaries, so one zone lookup per
-        distinct quarter-hour in the batch gives every event its exact offset.
+        UTC offsets almost always change on quarter-hour boundaries, so one zone lookup
+        at each end of every distinct quarter-hour in the batch is enough; the rare
+        quarter-hour whose ends differ (St. John's moved its clocks at 00:01 until 2011)
+        looks up each of its events.
         """
         quarters, inverse = np.unique(seconds // _QUARTER_HOUR, return_inverse=True)
-        offsets = np.fromiter(
-            (
-                int(_offset(self.zone, int(q) * _QUARTER_HOUR))
-                for q in quarters
-            ),
-            dtype=np.int64,
-            count=len(quarters),
+        firsts, lasts = (
+            np.fromiter(
+                (int(_offset(self.zone, int(q) * _QUARTER_HOUR + at)) for q in quarters),
+                dtype=np.int64,
+                count=len(quarters),
+            )
+            for at in (0, _QUARTER_HOUR - 1)
         )
-        return (seconds + offsets[inverse]) // 86_400
+        offsets = firsts[inverse]
+        for i in np.flatnonzero((firsts != lasts)[inverse]).tolist():
+            offsets[i] = int(_offset(self.zone, int(seconds[i])))
+        return (seconds + offsets) // 86_400
 
     def ids(self, seconds: IntArray) -> IntArray:
         """Period id of each time: days, weeks, months or quarters since the epoch."""

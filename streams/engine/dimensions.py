@@ -35,6 +35,14 @@ class DimensionCodes:
         self.values.append(value)
         return found
 
+    def codes(self, values: list[str]) -> list[int]:
+        """Codes of many values: one dictionary lookup each, registering only the new."""
+        get = self._codes.get
+        found = [get(v, -1) for v in values]
+        if -1 in found:
+            found = [c if c >= 0 else self.code(v) for c, v in zip(found, values, strict=True)]
+        return found
+
     def known(self, value: str) -> int | None:
         """The code of a value already seen, without registering it."""
         return self._codes.get(value)

@@ -167,8 +167,7 @@ class Engine:
             (self._metric(o.metric) for o in observations), dtype=np.int64, count=len(events)
         )
         codes = {
-            d: np.fromiter((reg.code(_dim(e, d)) for e in events), dtype=np.int64,
-                           count=len(events))
+            d: np.asarray(reg.codes([_dim(e, d) for e in events]), dtype=np.int64)
             for d, reg in self.dims.items()
         }
         series = np.concatenate([
@@ -182,7 +181,7 @@ class Engine:
         np.maximum.at(self.latest, series, all_times)
         n_series = len(self.series)
         for gran in self.granularities.values():
-            buckets = gran.bucketing.ids(all_times)
+            buckets = np.tile(gran.bucketing.ids(times), n_scopes)
             low = int(buckets.min())
             keys, sums = group_sum((buckets - low) * n_series + series, all_vectors)
             gran.add(keys // n_series + low, keys % n_series, sums)

@@ -10,6 +10,7 @@ tend to fare worse.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -128,7 +129,9 @@ class JourneyTracker:
         self.open: dict[str, Journey] = {}
         self.closed: OrderedDict[str, Journey] = OrderedDict()
         self.bands: dict[tuple[str, str], BandStats] = {}
-        self._swept_at = 0
+        # (earliest possible timeout, journey id) of open journeys: a lower bound, since
+        # a journey's last event only moves later; sweep re-queues the ones that moved.
+        self._due: list[tuple[int, str]] = []
 
     def add(self, journey_id: str, customer_id: str, journey_type: str, at: int,
             channel: str, touchpoint: str, stage: str | None, satisfaction: float,
@@ -143,17 +146,31 @@ class JourneyTracker:
             journey = self.open[journey_id] = Journey(
                 journey_id, customer_id, journey_type, at, at
             )
+            heapq.heappush(self._due, (at + self.timeout, journey_id))
         journey.add(at, channel, touchpoint, stage, satisfaction)
         if end:
             self._close(journey, journey.last, "end_marker")
 
     def sweep(self, watermark: int) -> None:
-        """Close journeys silent for longer than the timeout (on event time)."""
-        if watermark - self._swept_at < min(self.timeout, 3600) // 4:
-            return
-        self._swept_at = watermark
-        for journey in [j for j in self.open.values() if j.last < watermark - self.timeout]:
-            self._close(journey, journey.last + self.timeout, "timeout")
+        """Close journeys silent for longer than the timeout (on event time).
+
+        Exact at every call, whatever the batching: only journeys whose queued
+        deadline has passed are looked at, and they close in deadline order.
+        """
+        due = self._due
+        expired: dict[str, int] = {}
+        while due and due[0][0] < watermark:
+            _, journey_id = heapq.heappop(due)
+            journey = self.open.get(journey_id)
+            if journey is None:
+                continue  # ended by its end marker meanwhile
+            deadline = journey.last + self.timeout
+            if deadline < watermark:
+                expired[journey_id] = deadline
+            else:
+                heapq.heappush(due, (deadline, journey_id))
+        for journey_id, deadline in sorted(expired.items(), key=lambda item: (item[1], item[0])):
+            self._close(self.open[journey_id], deadline, "timeout")
 
     def _close(self, journey: Journey, at: int, reason: str) -> None:
         del self.open[journey.journey_id]
@@ -196,7 +213,6 @@ class JourneyTracker:
             "closed": [dump(j) for j in self.closed.values()],
             "bands": [[t, b, s.n, s.total, s.total_sq, s.duration_total]
                       for (t, b), s in self.bands.items()],
-            "swept_at": self._swept_at,
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -209,4 +225,5 @@ class JourneyTracker:
         self.open = {row[0]: load(row) for row in state["open"]}
         self.closed = OrderedDict((row[0], load(row)) for row in state["closed"])
         self.bands = {(t, b): BandStats(n, s, ss, d) for t, b, n, s, ss, d in state["bands"]}
-        self._swept_at = state["swept_at"]
+        self._due = [(j.last + self.timeout, jid) for jid, j in self.open.items()]
+        heapq.heapify(self._due)

@@ -268,8 +268,10 @@ def _t_log_lower_tail(s: float, dof: float) -> float:
     else:
         ratio = s * s / dof
         x, y = 1.0 / (1.0 + ratio), ratio / (1.0 + ratio)
-    # log(x^a y^b / B(a, b)), with log x = -log1p(s^2 / dof) kept exact for large dof
-    log_front = -a * log1p_ratio + b * math.log(y) + _log_gamma_half_ratio(a) - _HALF_LOG_PI
+    # log(x^a y^b / B(a, b)); log x = -log1p(s^2 / dof) stays exact for large dof, and
+    # log y = log(s^2 / dof) - log1p(s^2 / dof) survives s^2 underflowing for tiny s
+    log_y = 2.0 * math.log(s) - math.log(dof) - log1p_ratio
+    log_front = -a * log1p_ratio + b * log_y + _log_gamma_half_ratio(a) - _HALF_LOG_PI
     if x < (a + 1.0) / (a + b + 2.0):
         return math.log(0.5) + log_front + math.log(_betacf(a, b, x) / a)
     complement = math.exp(log_front) * _betacf(b, a, y) / b  # 1 - I_x(a, b)
@@ -455,6 +457,7 @@ def benjamini_hochberg(
     order = np.argsort(values, kind="stable")
     scaled = values[order] * m / np.arange(1, m + 1)
     adjusted = np.minimum(np.minimum.accumulate(scaled[::-1])[::-1], 1.0)
+    adjusted = np.maximum(adjusted, values[order])  # p * m / m can round just below p
     out = np.empty(m)
     out[order] = adjusted
     q[tested] = out

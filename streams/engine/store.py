@@ -127,6 +127,8 @@ class Granularity:
 
     def add(self, buckets: IntArray, series: IntArray, vectors: FloatArray) -> None:
         """Add rows already grouped by distinct (bucket, series) pairs."""
+        if len(buckets) == 0:
+            return  # an empty delta changes nothing (and has no first bucket to read)
         order = np.argsort(buckets, kind="stable")
         buckets, series, vectors = buckets[order], series[order], vectors[order]
         cuts = np.flatnonzero(np.diff(buckets)) + 1
@@ -181,8 +183,16 @@ class Granularity:
 def group_sum(
     keys: IntArray, vectors: FloatArray
 ) -> tuple[IntArray, FloatArray]:
-    """Distinct keys and the sum of the vectors of each, in key order."""
-    distinct, inverse = np.unique(keys, return_inverse=True)
-    sums = np.zeros((len(distinct), vectors.shape[1]), dtype=np.float64)
-    np.add.at(sums, inverse, vectors)
+    """Distinct keys and the sum of the vectors of each, in key order.
+
+    Sorting once and summing contiguous runs (``reduceat``) is several times faster
+    than scattering with ``np.add.at``.
+    """
+    if len(keys) == 0:
+        return keys, np.zeros((0, vectors.shape[1]), dtype=np.float64)
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
+    sums: FloatArray = np.add.reduceat(vectors[order], starts, axis=0)
+    distinct: IntArray = ordered[starts]
     return distinct, sums

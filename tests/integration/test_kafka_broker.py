@@ -23,8 +23,6 @@ if TYPE_CHECKING:
 def _producer(bootstrap: str, **config: object) -> KafkaProducer:
     return KafkaProducer(
         bootstrap_servers=bootstrap,
-        key_serializer=str.encode,
-        value_serializer=str.encode,
         acks="all",
         linger_ms=5,
         **config,
@@ -42,13 +40,12 @@ def _consume_all(
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         isolation_level=isolation_level,
-        value_deserializer=bytes.decode,
         consumer_timeout_ms=20_000,
     )
     values: list[str] = []
     try:
         for record in consumer:
-            values.append(record.value)
+            values.append(record.value.decode())
             if len(values) >= expected:
                 break
     finally:
@@ -62,7 +59,10 @@ async def test_keyed_messages_round_trip(kafka_bootstrap: str, topic_factory: To
     sent = {f"value-{i}": f"customer-{i % 37}" for i in range(1000)}
     producer = _producer(kafka_bootstrap)
     try:
-        futures = [producer.send(topic, key=key, value=value) for value, key in sent.items()]
+        futures = [
+            producer.send(topic, key=key.encode(), value=value.encode())
+            for value, key in sent.items()
+        ]
         producer.flush(timeout=30)
         sent_partitions = {future.get(timeout=10).partition for future in futures}
     finally:
@@ -110,17 +110,17 @@ def test_read_committed_hides_aborted_transaction(
         producer.init_transactions()
         producer.begin_transaction()
         for value in committed:
-            producer.send(topic, key="k", value=value)
+            producer.send(topic, key=b"k", value=value.encode())
         producer.commit_transaction()
 
         producer.begin_transaction()
         for value in aborted:
-            producer.send(topic, key="k", value=value)
+            producer.send(topic, key=b"k", value=value.encode())
         producer.flush()  # the aborted records really reach the log
         producer.abort_transaction()
 
         producer.begin_transaction()  # a committed end marker after the aborted batch
-        producer.send(topic, key="k", value="end")
+        producer.send(topic, key=b"k", value=b"end")
         producer.commit_transaction()
     finally:
         producer.close()
@@ -138,7 +138,7 @@ def test_data_survives_restart(kafka_broker: KafkaBroker, topic_factory: TopicFa
     producer = _producer(kafka_broker.bootstrap)
     try:
         for value in before:
-            producer.send(topic, key=value, value=value)
+            producer.send(topic, key=value.encode(), value=value.encode())
         producer.flush(timeout=30)
     finally:
         producer.close()
@@ -151,7 +151,7 @@ def test_data_survives_restart(kafka_broker: KafkaBroker, topic_factory: TopicFa
     producer = _producer(kafka_broker.bootstrap)
     try:
         for value in after:
-            producer.send(topic, key=value, value=value)
+            producer.send(topic, key=value.encode(), value=value.encode())
         producer.flush(timeout=30)
     finally:
         producer.close()

@@ -27,7 +27,7 @@ def frame() -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def engine() -> Engine:
-    decoder = EventDecoder(clock=lambda: DEFAULT_START + timedelta(days=60))
+    decoder = EventDecoder(clock=(DEFAULT_START + timedelta(days=60)).timestamp)
     engine = Engine(CONFIG)
     batch = []
     for raw in events():
