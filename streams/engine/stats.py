@@ -313,8 +313,9 @@ def _cornish_fisher(z: float, dof: float) -> float:
 def t_quantile(p: float, dof: float) -> float:
     """Inverse Student t CDF for any real ``dof > 0`` (relative accuracy ~1e-13).
 
-    Starts from the Cornish-Fisher expansion (already ~1e-8 for dof >= 30) and solves
-    log P(T <= t) = log p by bracketed Newton steps, so small dof and far tails are exact.
+    Starts from the Cornish-Fisher expansion (1.5e-8 at the 97.5% point for dof = 30, worse
+    in far tails) and solves log P(T <= t) = log p by bracketed Newton steps, so small dof
+    and far tails are exact too.
     """
     p, dof = float(p), float(dof)
     if math.isnan(p) or math.isnan(dof) or dof <= 0.0 or not 0.0 <= p <= 1.0:
