@@ -1,0 +1,78 @@
+"""What a runner offers the HTTP API: durable ingestion and a consistent view of state.
+
+Two runners implement it: the embedded runner (one process, SQLite) and the Kafka
+runner (events produced to the ``touchpoints`` topic, state from the workers). The API
+only talks to this protocol, so its routes do not change with the deployment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, TypeVar
+
+from streams.engine.engine import Engine
+
+Status = Literal["accepted", "duplicate", "late", "rejected"]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class EventOutcome:
+    """What became of one submitted event, in submission order.
+
+    ``accepted`` and ``duplicate`` and ``late`` all mean "durably received": late
+    events are kept with their reason, duplicates were already counted once.
+    ``rejected`` events failed validation and are kept with ``field`` and ``reason``.
+    """
+
+    index: int
+    status: Status
+    event_id: str | None = None
+    field: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PulseRequest:
+    """A pulse study to start; times are epoch seconds."""
+
+    pulse_id: str
+    name: str
+    filter: dict[str, list[str]]
+    start: int
+    end: int
+    baseline_start: int
+    baseline_end: int
+
+
+class Runner(Protocol):
+    """The API's view of a runner."""
+
+    async def submit(self, items: Sequence[Any]) -> list[EventOutcome]:
+        """Validate and durably accept parsed JSON events; return one outcome each.
+
+        Returns only once every accepted event is durable (committed to SQLite, or
+        acknowledged by the Kafka broker).
+        """
+        ...
+
+    async def read(self, query: Callable[[Engine], T]) -> T:
+        """Run a read-only ``query`` against a consistent engine state."""
+        ...
+
+    async def start_pulse(self, request: PulseRequest) -> None:
+        """Start a pulse study durably; raises ``PulseError`` naming the bad field."""
+        ...
+
+    async def end_pulse(self, pulse_id: str) -> None:
+        """End a pulse study durably; raises ``KeyError`` when unknown."""
+        ...
+
+    async def dead_letters(self, limit: int, offset: int) -> list[dict[str, Any]]:
+        """Rejected and late events, newest first, with their reasons."""
+        ...
+
+    async def ready(self) -> tuple[bool, str]:
+        """Whether state is recovered and the backing store/broker reachable, and why not."""
+        ...
