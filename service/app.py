@@ -1,0 +1,136 @@
+"""The FastAPI application: ``create_app(settings, runner)`` builds it; nothing at import."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.auth import KeyRing, require
+from service.metrics import ServiceMetrics, read_scoreboard
+from service.routes import customers, events, health, journeys, pulses, scores
+from service.settings import Settings
+from streams.engine.config import EngineConfig
+from streams.runner import Runner
+
+log = logging.getLogger(__name__)
+
+
+class BodyLimit:
+    """Refuse request bodies over ``limit`` bytes with 413, before reading them whole."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await self._refuse(send)
+
+    async def _refuse(self, send: Send) -> None:
+        body = (b'{"detail":{"field":"$","reason":"request body over '
+                + str(self.limit).encode() + b' bytes"}}')
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _refresh_loop(app: FastAPI, runner: Runner, settings: Settings) -> None:
+    metrics: ServiceMetrics = app.state.metrics
+    while True:
+        try:
+            started = time.perf_counter()
+            metrics.board = await runner.read(
+                lambda engine: read_scoreboard(engine, settings.metrics_windows))
+            metrics.refresh_seconds.observe(time.perf_counter() - started)
+        except Exception:  # a failed refresh must not stop the exporter; it is logged
+            log.exception("scoreboard refresh failed")
+        await asyncio.sleep(settings.metrics_refresh_seconds)
+
+
+def create_app(
+    settings: Settings,
+    runner: Runner,
+    engine_config: EngineConfig,
+    registry: CollectorRegistry | None = None,
+) -> FastAPI:
+    """The API over ``runner``; metrics go to ``registry`` (a fresh one by default)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(_refresh_loop(app, runner, settings))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    app = FastAPI(
+        title="touchstream",
+        version="0.1.0",
+        summary="Live customer-experience monitoring: scores, journeys, customers, pulses.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.runner = runner
+    app.state.keyring = KeyRing(settings.keys())
+    app.state.registry = registry or CollectorRegistry()
+    app.state.metrics = ServiceMetrics(app.state.registry, engine_config.scope_dimensions())
+
+    for module in (health, scores, journeys, customers, pulses, events):
+        app.include_router(module.router)
+
+    metrics_deps = [] if settings.public_metrics else [Depends(require("read"))]
+
+    @app.get("/metrics", tags=["health"], dependencies=metrics_deps,
+             response_class=Response)
+    async def metrics() -> Response:
+        """Prometheus exposition: scores, alerts and pipeline health."""
+        return Response(generate_latest(app.state.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors: list[dict[str, Any]] = [
+            {"field": ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "$",
+             "reason": e.get("msg", "invalid")}
+            for e in exc.errors()
+        ]
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    return app

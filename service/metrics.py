@@ -1,0 +1,167 @@
+"""Prometheus metrics: scores, pipeline health, built in one place on a given registry.
+
+Scores are read from the engine by a background refresh into a small cached
+"scoreboard", so a scrape never waits on the engine and costs the same however much
+traffic flows. Labels are bounded: the scope dimensions are fixed by configuration and
+their values capped by the engine (past the cap a value is ``other``); customer and
+journey ids never become labels.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter as TallyCounter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from streams.engine.engine import Engine, Family
+
+log = logging.getLogger(__name__)
+
+OUTCOMES = ("accepted", "duplicate", "late", "rejected")
+
+
+@dataclass(slots=True)
+class Scoreboard:
+    """What the last refresh read from the engine."""
+
+    scores: list[tuple[tuple[str, ...], dict[str, float]]] = field(default_factory=list)
+    counters: dict[str, int] = field(default_factory=dict)
+    folded: dict[str, int] = field(default_factory=dict)
+    watermark: int | None = None
+    series: int = 0
+    open_journeys: int = 0
+    customers: int = 0
+    refreshed_at: float = 0.0
+
+
+def read_scoreboard(engine: Engine, windows: Iterable[str]) -> Scoreboard:
+    """Collect the exported numbers from the engine (runs under the runner's read lock)."""
+    board = Scoreboard()
+    dims = engine.config.scope_dimensions()
+    for spec in windows:
+        family_text, _, name = spec.partition(":")
+        family: Family = "periodic" if family_text == "periodic" else "continuous"
+        for scope in engine.config.scopes:
+            for s in engine.scores(family, name, scope=scope):
+                labels = (s.metric, name, ",".join(scope) or "overall",
+                          *(s.scope.get(d, "") for d in dims))
+                values = {"score": s.score.value, "n": float(s.score.n),
+                          "low": s.score.low, "high": s.score.high}
+                if s.target is not None:
+                    values["target"] = s.target
+                if s.gap is not None:
+                    values["gap"] = s.gap
+                if s.latest_event is not None:
+                    values["latest"] = s.latest_event.timestamp()
+                board.scores.append((labels, values))
+    board.counters = dict(engine.counters)
+    board.folded = engine.folded()
+    board.watermark = engine.watermark
+    board.series = len(engine.series)
+    board.open_journeys = len(engine.journeys.open)
+    board.customers = len(engine.customers.customers)
+    board.refreshed_at = time.time()
+    return board
+
+
+class ServiceMetrics:
+    """Every metric the service exports, registered on ``registry``."""
+
+    def __init__(self, registry: CollectorRegistry, scope_dimensions: tuple[str, ...]) -> None:
+        self.registry = registry
+        self.dimensions = scope_dimensions
+        self.board = Scoreboard()
+        self.requests = Counter(
+            "touchstream_ingest_events", "Events received over HTTP, by outcome.",
+            ["outcome"], registry=registry,
+        )
+        for outcome in OUTCOMES:
+            self.requests.labels(outcome)
+        self.ingest_seconds = Histogram(
+            "touchstream_ingest_batch_seconds",
+            "Time to validate, persist and apply one ingested batch.",
+            registry=registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.refresh_seconds = Histogram(
+            "touchstream_merge_seconds",
+            "Time to read every exported score from the engine (the scoreboard refresh).",
+            registry=registry,
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5),
+        )
+        registry.register(_ScoreboardCollector(self))
+
+    def observe_outcomes(self, counts: TallyCounter[str]) -> None:
+        """Count one request's outcomes."""
+        for outcome, n in counts.items():
+            self.requests.labels(outcome).inc(n)
+
+
+class _ScoreboardCollector(Collector):
+    def __init__(self, metrics: ServiceMetrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        board = self.metrics.board
+        labels = ["metric", "window", "scope", *self.metrics.dimensions]
+        families = {
+            "score": GaugeMetricFamily(
+                "touchstream_score",
+                "Score of a scope in a window: a ratio 0-1 for shares (CSAT, resolution), "
+                "points for NPS, the mean for CES, ratings and sentiment.", labels=labels),
+            "n": GaugeMetricFamily("touchstream_score_responses",
+                                   "Answers behind the score (its n).", labels=labels),
+            "low": GaugeMetricFamily("touchstream_score_lower_bound",
+                                     "Lower bound of the score's 95% interval.", labels=labels),
+            "high": GaugeMetricFamily("touchstream_score_upper_bound",
+                                      "Upper bound of the score's 95% interval.",
+                                      labels=labels),
+            "target": GaugeMetricFamily("touchstream_score_target",
+                                        "Target of the scope's segment or offering.",
+                                        labels=labels),
+            "gap": GaugeMetricFamily("touchstream_score_gap",
+                                     "Score minus target (negative: below target).",
+                                     labels=labels),
+            "latest": GaugeMetricFamily("touchstream_latest_event_timestamp_seconds",
+                                        "Event time of the newest event in the scope.",
+                                        labels=labels),
+        }
+        for label_values, values in board.scores:
+            for key, value in values.items():
+                if value == value:  # NaN (no interval yet) is left out, not exported
+                    families[key].add_metric(list(label_values), value)
+        yield from families.values()
+        events = CounterMetricFamily(
+            "touchstream_events", "Events the engine processed, by outcome.",
+            labels=["outcome"])
+        for outcome in ("accepted", "late", "duplicate"):
+            events.add_metric([outcome], float(board.counters.get(outcome, 0)))
+        yield events
+        folded = CounterMetricFamily(
+            "touchstream_dimension_folded",
+            "Events whose dimension value was folded into 'other' past the cap.",
+            labels=["dimension"])
+        for dim, n in sorted(board.folded.items()):
+            folded.add_metric([dim], float(n))
+        yield folded
+        gauges: tuple[tuple[str, str, float | None], ...] = (
+            ("touchstream_watermark_timestamp_seconds",
+             "Newest event time the engine has seen.", board.watermark),
+            ("touchstream_series", "Scope-metric series the engine keeps.", board.series),
+            ("touchstream_open_journeys", "Journeys not yet ended.", board.open_journeys),
+            ("touchstream_customers", "Distinct customers seen.", board.customers),
+            ("touchstream_scoreboard_refreshed_timestamp_seconds",
+             "When the exported scores were last read from the engine.",
+             board.refreshed_at or None),
+        )
+        for name, doc, reading in gauges:
+            gauge = GaugeMetricFamily(name, doc)
+            if reading is not None:
+                gauge.add_metric([], float(reading))
+            yield gauge

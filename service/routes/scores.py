@@ -1,0 +1,99 @@
+"""Live scores: by scope and window, against targets; and journeys by channel count."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Query
+
+from service.deps import ReadKey, RunnerDep, SettingsDep
+from service.views import num, scope_score_view
+from streams.engine.engine import Engine
+
+router = APIRouter(prefix="/v1/scores", tags=["scores"])
+
+Dim = Annotated[str | None, Query(max_length=64)]
+
+
+@router.get("", responses={400: {"description": "Unknown window or unconfigured scope"}})
+async def list_scores(
+    runner: RunnerDep,
+    settings: SettingsDep,
+    _: ReadKey,
+    family: Literal["continuous", "periodic"] = "continuous",
+    window: Annotated[str, Query(max_length=16, description="e.g. 15m, 1h, 24h, 7d, "
+                                 "day, week, month, quarter")] = "1h",
+    scope: Annotated[str | None, Query(
+        max_length=200,
+        description="List every value of a scope: dimensions, comma separated "
+                    "(e.g. channel or channel,segment). Without it and without "
+                    "dimension filters: the overall scope.")] = None,
+    metric: Annotated[str | None, Query(max_length=32)] = None,
+    channel: Dim = None,
+    touchpoint: Dim = None,
+    segment: Dim = None,
+    offering: Dim = None,
+    journey_type: Dim = None,
+    stage: Dim = None,
+    owner: Dim = None,
+    contact: Dim = None,
+    program: Dim = None,
+    source: Dim = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+) -> dict[str, Any]:
+    """Scores of one window with n, interval, target, gap, bounds and freshness.
+
+    Filter by dimension values (``channel=chat&segment=enterprise`` picks that exact
+    scope value) or list a whole scope (``scope=channel``). Pages with limit/offset.
+    """
+    where = {k: v for k, v in {
+        "channel": channel, "touchpoint": touchpoint, "segment": segment,
+        "offering": offering, "journey_type": journey_type, "stage": stage,
+        "owner": owner, "contact": contact, "program": program, "source": source,
+    }.items() if v is not None}
+    dims = None if scope is None else tuple(d.strip() for d in scope.split(",") if d.strip())
+    limit = min(limit, settings.max_page)
+
+    def query(engine: Engine) -> tuple[list[dict[str, Any]], int]:
+        computed = time.time()
+        found = engine.scores(family, window, where=where or None, scope=dims, metric=metric)
+        page = found[offset : offset + limit]
+        return [scope_score_view(s, computed) for s in page], len(found)
+
+    try:
+        items, total = await runner.read(query)
+    except KeyError as exc:
+        raise HTTPException(400, detail=str(exc.args[0])) from None
+    following = offset + len(items)
+    return {
+        "items": items,
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+        "next_offset": following if following < total else None,
+    }
+
+
+@router.get("/journeys")
+async def journey_scores(
+    runner: RunnerDep,
+    _: ReadKey,
+    journey_type: Annotated[str, Query(max_length=64)] = "all",
+) -> dict[str, Any]:
+    """Ended journeys' scores (0-100) by number of channels used: 1, 2, 3, 4+."""
+
+    def query(engine: Engine) -> dict[str, Any]:
+        bands = engine.journeys.by_channel_count(journey_type)
+        return {
+            "journey_type": journey_type,
+            "journey_types": engine.journeys.journey_types(),
+            "open_journeys": len(engine.journeys.open),
+            "by_channel_count": {
+                band: {k: num(v) if isinstance(v, float) else v for k, v in stats.items()}
+                for band, stats in bands.items()
+            },
+        }
+
+    return await runner.read(query)
