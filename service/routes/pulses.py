@@ -104,6 +104,6 @@ async def end_pulse(pulse_id: IdPath, runner: RunnerDep, _: AdminKey) -> dict[st
     """End a study: it stops counting; its results stay readable."""
     try:
         await runner.end_pulse(pulse_id)
-    except KeyError:
+    except (KeyError, PulseError):
         raise HTTPException(404, detail=f"pulse study {pulse_id!r} does not exist") from None
     return await _get(runner, pulse_id)

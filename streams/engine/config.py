@@ -159,6 +159,17 @@ class EngineConfig(_Frozen):
             raise ValueError("continuous window names must be unique")
         return windows
 
+    @model_validator(mode="after")
+    def _coherent(self) -> EngineConfig:
+        if self.dedupe_horizon < self.allowed_lateness:
+            raise ValueError(
+                "dedupe_horizon must be at least allowed_lateness, or a resent late-but-"
+                "allowed event could be counted twice"
+            )
+        if self.customers.min_recent > self.customers.recent:
+            raise ValueError("customers.min_recent cannot exceed customers.recent")
+        return self
+
     def cap(self, dimension: str) -> int:
         """The distinct-value cap of ``dimension``."""
         found = self.dimensions.get(dimension)

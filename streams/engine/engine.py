@@ -116,6 +116,7 @@ class Engine:
         self.journeys = JourneyTracker(config.journey_timeout, config.journeys_kept)
         self.customers = CustomerBook(config.customers)
         self.pulses: dict[str, PulseStudy] = {}
+        self._people_watermark: int | None = None
 
     def _check_packing(self) -> None:
         for scope in self.config.scopes:
@@ -248,12 +249,19 @@ class Engine:
     def _people(self, events: Sequence[TouchpointEvent], observations: list[Observation],
                 times: IntArray) -> None:
         journeys, customers = self.journeys, self.customers
+        running = self._people_watermark
         for event, obs, at in zip(events, observations, times.tolist(), strict=True):
+            # Time out journeys as the watermark passes them, event by event, so the
+            # result never depends on how events were batched.
+            if running is None or at > running:
+                running = at
+                journeys.sweep(running)
             customers.add(event.customer_id, event.segment, obs.satisfaction, at)
             if event.journey_id is not None:
                 journeys.add(event.journey_id, event.customer_id, event.journey_type or NONE,
                              at, event.channel, event.touchpoint, event.stage,
                              obs.satisfaction, event.journey_end)
+        self._people_watermark = running
 
     def _prune_seen(self) -> None:
         if len(self.seen) < 2 * self._seen_mark or self.watermark is None:
@@ -393,6 +401,9 @@ class Engine:
         """Start a pulse study; it counts matching events from now on."""
         if pulse_id in self.pulses:
             raise PulseError("pulse_id", f"a study with id {pulse_id!r} exists")
+        for dim, values in filter.items():
+            if isinstance(values, str):
+                raise PulseError(f"filter.{dim}", "must be a list of values, not a string")
         study = PulseStudy(pulse_id, name, {k: tuple(v) for k, v in filter.items()}, start,
                            end, baseline_start, baseline_end,
                            self.watermark if self.watermark is not None else start)
@@ -401,7 +412,9 @@ class Engine:
 
     def end_pulse(self, pulse_id: str) -> PulseStudy:
         """Stop a study counting; its results stay readable."""
-        study = self.pulses[pulse_id]
+        study = self.pulses.get(pulse_id)
+        if study is None:
+            raise PulseError("pulse_id", f"no study with id {pulse_id!r}")
         if study.ended_at is None:
             study.ended_at = self.watermark if self.watermark is not None else study.start
         return study
@@ -451,6 +464,7 @@ class Engine:
         for n, g_state in state["granularities"].items():
             engine.granularities[n].restore(g_state)
         engine.watermark = state["watermark"]
+        engine._people_watermark = state["watermark"]
         engine.seen = dict(state["seen"])
         engine._seen_mark = max(1024, len(engine.seen))
         engine.counters = Counter(state["counters"])

@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 from engine_reference import BASE, make_event
 
+from schemas import TouchpointEvent
 from streams.engine.config import DimensionConfig, EngineConfig
 from streams.engine.dimensions import NONE, OTHER, DimensionCodes
 from streams.engine.engine import Engine
@@ -68,7 +69,7 @@ CAPPED = EngineConfig(
 )
 
 
-def flood(n: int) -> list:  # type: ignore[type-arg]
+def flood(n: int) -> list[TouchpointEvent]:
     return [
         make_event(event_id=f"e-{i}", occurred_at=BASE + timedelta(seconds=i % 600),
                    channel=f"ch-{i}", segment=("smb", "enterprise")[i % 2],

@@ -50,7 +50,7 @@ def chunks(rows: list[Row], cuts: list[int]) -> list[list[Row]]:
     return out
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(_rows, st.randoms(use_true_random=False), st.lists(st.integers(0, 100), max_size=6))
 def test_any_order_and_grouping_gives_the_same_dense_sums(
     rows: list[Row], rnd: random.Random, cuts: list[int]
@@ -72,8 +72,8 @@ def test_any_order_and_grouping_gives_the_same_dense_sums(
     assert [b for b, _ in pieces.items()] == sorted(pieces.tables)
 
 
-@settings(max_examples=50, deadline=None)
-@given(st.lists(st.dictionaries(st.integers(0, 40), _vectors, max_size=12), max_size=8),
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.dictionaries(st.integers(0, 40), _vectors, max_size=10), max_size=6),
        st.randoms(use_true_random=False))
 def test_bucket_table_sums_deltas_of_distinct_series(
     deltas: list[dict[int, tuple[int, ...]]], rnd: random.Random
@@ -162,7 +162,7 @@ def test_granularity_state_round_trip(rows: list[Row]) -> None:
     assert np.array_equal(copy.dense(-3, 12, 16), gran.dense(-3, 12, 16))
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.integers(-50, 50), _vectors), max_size=80))
 def test_group_sum_equals_a_plain_groupby(pairs: list[tuple[int, tuple[int, ...]]]) -> None:
     keys = np.array([k for k, _ in pairs], dtype=np.int64)
