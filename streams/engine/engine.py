@@ -280,21 +280,20 @@ class Engine:
 
     def _window(self, family: Family, name: str, at: int | None,
                 offset: int = 0) -> tuple[Granularity, int, int, WindowRef] | None:
+        if name not in self.window_names(family):
+            known = ", ".join(self.window_names(family))
+            raise KeyError(f"unknown {family} window {name!r} (known: {known})")
         now = self.watermark if at is None else at
         if now is None:
             return None
         if family == "continuous":
-            spec = next((w for w in self.config.continuous if w.name == name), None)
-            if spec is None:
-                raise KeyError(f"unknown continuous window {name!r}")
+            spec = next(w for w in self.config.continuous if w.name == name)
             gran = self.granularities[f"{spec.step}s"]
             last = now // spec.step - offset * (spec.span // spec.step)
             first = last - spec.span // spec.step + 1
             start = datetime.fromtimestamp(first * spec.step, UTC)
             end = datetime.fromtimestamp((last + 1) * spec.step, UTC)
             return gran, first, last, WindowRef(family, name, start, end, name)
-        if name not in CALENDAR_UNITS:
-            raise KeyError(f"unknown periodic window {name!r}")
         gran = self.granularities[name]
         bucketing = self.calendars[name]
         period = int(bucketing.ids(np.array([now], dtype=np.int64))[0]) - offset
@@ -317,11 +316,11 @@ class Engine:
         every value of a scope (``("channel",)``); neither means the overall scope.
         Periodic scores carry the previous period for period-over-period change.
         """
+        dims, wanted = self._selection(where, scope)
         found = self._window(family, window, at)
         if found is None:
             return []
         gran, first, last, ref = found
-        dims, wanted = self._selection(where, scope)
         dense = gran.dense(first, last, len(self.series))
         previous: FloatArray | None = None
         prev = self._window(family, window, at, offset=1) if family == "periodic" else None

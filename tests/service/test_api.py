@@ -1,0 +1,251 @@
+"""Every endpoint as a caller uses it: auth, bad input, answers that match the engine."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from conftest import ADMIN, NOW, READ, WRITE, auth, event
+from prometheus_client.parser import text_string_to_metric_families
+
+from service.app import create_app
+from service.metrics import read_scoreboard
+from service.settings import Settings, parse_api_keys
+
+
+async def post(client: httpx.AsyncClient, events: Any, key: str = WRITE) -> httpx.Response:
+    return await client.post("/v1/events", json=events, headers=auth(key))
+
+
+# -- auth -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics"])
+async def test_open_endpoints_need_no_key(client: httpx.AsyncClient, path: str) -> None:
+    assert (await client.get(path)).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/v1/scores", "/v1/pulses", "/v1/customers/c",
+                                  "/v1/journeys/j", "/v1/dead-letters", "/v1/scores/journeys"])
+async def test_reads_need_a_valid_key(client: httpx.AsyncClient, path: str) -> None:
+    missing = await client.get(path)
+    assert missing.status_code == 401
+    assert missing.headers["www-authenticate"] == "Bearer"
+    wrong = await client.get(path, headers=auth("not-a-key-0123456789"))
+    assert wrong.status_code == 401
+    ok = await client.get(path, headers={"X-API-Key": READ})
+    assert ok.status_code in (200, 404)
+
+
+async def test_scopes_are_enforced(client: httpx.AsyncClient) -> None:
+    denied = await post(client, [event(1)], key=READ)
+    assert denied.status_code == 403
+    assert "write" in denied.json()["detail"]
+    pulse = {"name": "p", "start": NOW.isoformat(), "end": (NOW + timedelta(1)).isoformat(),
+             "baseline_start": (NOW - timedelta(7)).isoformat(),
+             "baseline_end": NOW.isoformat()}
+    assert (await client.post("/v1/pulses", json=pulse, headers=auth(WRITE))).status_code == 403
+    assert (await client.post("/v1/pulses", json=pulse, headers=auth(ADMIN))).status_code == 201
+
+
+def test_keys_are_parsed_hashed_and_placeholders_refused() -> None:
+    (key,) = parse_api_keys("ops:read+write:a-long-enough-secret-value")
+    assert key.scopes == {"read", "write"}
+    assert b"a-long-enough" not in key.digest
+    with pytest.raises(ValueError, match="unknown scope"):
+        parse_api_keys("ops:root:a-long-enough-secret-value")
+    with pytest.raises(ValueError, match="outside development"):
+        Settings(environment="production", api_keys="ops:read:changeme")
+    with pytest.raises(ValueError, match="outside development"):
+        Settings(environment="production")
+
+
+# -- ingestion ------------------------------------------------------------------------
+
+async def test_batch_outcomes_in_order_with_reasons(client: httpx.AsyncClient) -> None:
+    batch = [event(1), event(2, value=9), event(1), {"kind": "nps"}, event(3, comment="Þökk ☕")]
+    response = await post(client, {"events": batch})
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["accepted"], body["duplicates"], body["rejected"]) == (2, 1, 2)
+    statuses = [(r["index"], r["status"], r["field"]) for r in body["results"]]
+    assert statuses == [(0, "accepted", None), (1, "rejected", "value"),
+                        (2, "duplicate", None), (3, "rejected", "value"),
+                        (4, "accepted", None)]
+    assert body["results"][1]["reason"] == "Expected `int` <= 5"
+    again = await post(client, [event(1)])
+    assert again.json()["results"][0]["status"] == "duplicate"
+    letters = (await client.get("/v1/dead-letters", headers=auth(READ))).json()["items"]
+    assert {(d["field"], d["reason"]) for d in letters} >= {("value", "Expected `int` <= 5")}
+
+
+async def test_single_event_and_bare_array_bodies(client: httpx.AsyncClient) -> None:
+    assert (await post(client, event(10))).json()["accepted"] == 1
+    assert (await post(client, [event(11), event(12)])).json()["accepted"] == 2
+
+
+@pytest.mark.parametrize(("body", "status", "field"), [
+    (b"{not json", 400, "$"),
+    (b'"a string"', 400, "$"),
+    (b'{"events": 5}', 400, "events"),
+])
+async def test_malformed_bodies(client: httpx.AsyncClient, body: bytes, status: int,
+                                field: str) -> None:
+    response = await client.post("/v1/events", content=body,
+                                 headers={**auth(WRITE), "content-type": "application/json"})
+    assert response.status_code == status
+    assert response.json()["detail"]["field"] == field
+
+
+async def test_size_caps(client: httpx.AsyncClient) -> None:
+    too_many = await post(client, [event(i) for i in range(501)])
+    assert too_many.status_code == 413
+    assert "at most 500" in too_many.json()["detail"]["reason"]
+    huge = await post(client, [event(1, comment="x" * 3000) for _ in range(100)])
+    assert huge.status_code == 413
+
+
+# -- reads ----------------------------------------------------------------------------
+
+async def test_scores_match_the_engine_with_targets_and_paging(
+    client: httpx.AsyncClient, runner: Any
+) -> None:
+    await post(client, [event(i) for i in range(40)]
+               + [event(100 + i, channel="phone", segment="smb", value=4) for i in range(10)])
+    overall = (await client.get("/v1/scores", headers=auth(READ))).json()
+    (score,) = overall["items"]
+    assert score["scope"] == {} and score["metric"] == "csat"
+    assert score["n"] == 50
+    assert score["value"] == pytest.approx((30 + 10) / 50)
+    assert score["low"] < score["value"] < score["high"]
+    assert (score["target"], score["gap"]) == (0.8, pytest.approx(0.0))
+    assert score["window"]["name"] == "1h" and score["latest_event_at"].endswith("Z")
+    chat = (await client.get("/v1/scores?channel=chat&segment=enterprise",
+                             headers=auth(READ))).json()["items"]
+    assert [(s["scope"], s["n"], s["target"]) for s in chat] == [
+        ({"channel": "chat", "segment": "enterprise"}, 40, 0.9)]
+    page1 = (await client.get("/v1/scores?scope=channel&limit=1", headers=auth(READ))).json()
+    assert (page1["total"], page1["next_offset"]) == (2, 1)
+    page2 = (await client.get("/v1/scores?scope=channel&limit=1&offset=1",
+                              headers=auth(READ))).json()
+    assert page2["next_offset"] is None
+    assert {page1["items"][0]["scope"]["channel"], page2["items"][0]["scope"]["channel"]} == \
+        {"chat", "phone"}
+    daily = (await client.get("/v1/scores?family=periodic&window=day",
+                              headers=auth(READ))).json()["items"]
+    assert daily[0]["window"]["label"] == NOW.date().isoformat() or daily[0]["n"] == 50
+
+
+@pytest.mark.parametrize(("query", "needle"), [
+    ("window=3h", "unknown continuous window"),
+    ("scope=owner", "no configured scope"),
+    ("touchpoint=x", "no configured scope"),
+])
+async def test_bad_score_queries_say_why(client: httpx.AsyncClient, query: str,
+                                         needle: str) -> None:
+    response = await client.get(f"/v1/scores?{query}", headers=auth(READ))
+    assert response.status_code == 400
+    assert needle in response.json()["detail"]
+
+
+async def test_journeys_and_customers(client: httpx.AsyncClient) -> None:
+    journey = [
+        event(1, journey_id="j1", journey_type="upgrade", stage="recognize", channel="web"),
+        event(2, journey_id="j1", journey_type="upgrade", stage="request", channel="chat"),
+        event(3, journey_id="j1", journey_type="upgrade", stage="respond", channel="phone",
+              journey_end=True, value=5),
+    ]
+    await post(client, journey)
+    found = (await client.get("/v1/journeys/j1", headers=auth(READ))).json()
+    assert found["channels"] == ["web", "chat", "phone"] and found["open"] is False
+    assert found["stage_reached"] == "respond"
+    assert found["ended_at"].endswith("Z")
+    bands = (await client.get("/v1/scores/journeys?journey_type=upgrade",
+                              headers=auth(READ))).json()
+    assert bands["by_channel_count"]["3"]["n"] == 1
+    assert (await client.get("/v1/journeys/nope", headers=auth(READ))).status_code == 404
+    customer = (await client.get("/v1/customers/cus-1", headers=auth(READ))).json()
+    assert customer["signals"] >= 1 and customer["at_risk"] is False
+    assert (await client.get("/v1/customers/nobody", headers=auth(READ))).status_code == 404
+
+
+async def test_pulse_lifecycle(client: httpx.AsyncClient) -> None:
+    body = {"pulse_id": "chat-after-pricing", "name": "Chat after the pricing change",
+            "filter": {"channel": ["chat"]},
+            "start": NOW.isoformat(), "end": (NOW + timedelta(days=14)).isoformat(),
+            "baseline_start": (NOW - timedelta(days=14)).isoformat(),
+            "baseline_end": NOW.isoformat()}
+    created = await client.post("/v1/pulses", json=body, headers=auth(ADMIN))
+    assert created.status_code == 201
+    assert created.json()["state"] == "running"
+    clash = await client.post("/v1/pulses", json=body, headers=auth(ADMIN))
+    assert clash.status_code == 409
+    await post(client, [event(i) for i in range(5)]
+               + [event(50, channel="phone"),
+                  event(60, occurred_at=(NOW - timedelta(minutes=30)).isoformat())])
+    got = (await client.get("/v1/pulses/chat-after-pricing", headers=auth(READ))).json()
+    (result,) = got["results"]
+    assert (result["study"]["n"], result["baseline"]["n"]) == (5, 1)
+    ended = await client.delete("/v1/pulses/chat-after-pricing", headers=auth(ADMIN))
+    assert ended.json()["state"] == "ended"
+    assert (await client.delete("/v1/pulses/nope", headers=auth(ADMIN))).status_code == 404
+    listed = (await client.get("/v1/pulses?state=ended", headers=auth(READ))).json()
+    assert [p["pulse_id"] for p in listed["items"]] == ["chat-after-pricing"]
+
+
+async def test_invalid_pulse_names_the_field(client: httpx.AsyncClient) -> None:
+    body = {"name": "x", "start": NOW.isoformat(), "end": NOW.isoformat(),
+            "baseline_start": NOW.isoformat(), "baseline_end": NOW.isoformat()}
+    bad = await client.post("/v1/pulses", json=body, headers=auth(ADMIN))
+    assert bad.status_code == 422
+    body2 = {**body, "end": (NOW + timedelta(1)).isoformat(),
+             "baseline_start": (NOW - timedelta(1)).isoformat(), "filter": {"colour": ["x"]}}
+    bad2 = await client.post("/v1/pulses", json=body2, headers=auth(ADMIN))
+    assert bad2.status_code == 422
+    assert bad2.json()["detail"]["field"] == "filter.colour"
+
+
+# -- metrics --------------------------------------------------------------------------
+
+async def metric_samples(client: httpx.AsyncClient, app: Any, runner: Any) -> dict[str, Any]:
+    app.state.metrics.board = await runner.read(
+        lambda engine: read_scoreboard(engine, app.state.settings.metrics_windows))
+    text = (await client.get("/metrics")).text
+    return {f.name: f for f in text_string_to_metric_families(text)}
+
+
+async def test_metrics_export_scores_with_bounded_labels(
+    client: httpx.AsyncClient, app: Any, runner: Any
+) -> None:
+    await post(client, [event(i) for i in range(20)])
+    families = await metric_samples(client, app, runner)
+    scores = [s for s in families["touchstream_score"].samples
+              if s.labels["window"] == "1h" and s.labels["scope"] == "overall"]
+    assert [s.value for s in scores] == [pytest.approx(15 / 20)]
+    assert set(scores[0].labels) == {"metric", "window", "scope", "channel", "segment"}
+    events = {s.labels["outcome"]: s.value for s in families["touchstream_events"].samples
+              if s.name == "touchstream_events_total"}
+    assert events["accepted"] == 20
+    before = sum(len(f.samples) for f in families.values())
+    await post(client, [event(1000 + i, customer_id=f"new-{i}") for i in range(300)])
+    after = sum(len(f.samples) for f in (await metric_samples(client, app, runner)).values())
+    assert after == before  # 300 new customers, not one new series
+
+
+async def test_metrics_can_require_a_key(settings: Settings, runner: Any) -> None:
+    private = settings.model_copy(update={"public_metrics": False})
+    app = create_app(private, runner, runner.config)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://t") as c:
+        assert (await c.get("/metrics")).status_code == 401
+        assert (await c.get("/metrics", headers=auth(READ))).status_code == 200
+
+
+async def test_concurrent_writers_lose_nothing(client: httpx.AsyncClient) -> None:
+    batches = [[event(i, event_id=f"writer-{b}-{i}") for i in range(50)] for b in range(8)]
+    responses = await asyncio.gather(*(post(client, b) for b in batches))
+    assert sum(r.json()["accepted"] for r in responses) == 400
+    overall = (await client.get("/v1/scores?window=24h", headers=auth(READ))).json()
+    assert overall["items"][0]["n"] == 400
