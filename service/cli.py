@@ -16,6 +16,7 @@ from rich.table import Table
 
 from schemas import EventDecoder, EventError, TouchpointEvent
 from schemas.jsonschema import render_schema
+from service.settings import Settings
 from streams.engine.config import ContinuousWindow, EngineConfig
 from streams.engine.engine import Engine, ScopeScore
 from streams.sources import airline
@@ -121,6 +122,22 @@ def score_command(
                   f"duplicates {duplicates}, rejected {len(rejects)}")
     for reject in rejects[:20]:
         console.print(reject)
+
+
+@app.command("serve")
+def serve_command(
+    host: Annotated[str | None, typer.Option(help="Bind address (TOUCHSTREAM_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (TOUCHSTREAM_PORT).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(
+        help="Where SQLite state lives (TOUCHSTREAM_DATA_DIR).")] = None,
+) -> None:
+    """Run the embedded service: engine, API and /metrics in one process, state in SQLite."""
+    from service.embedded import serve
+
+    settings = Settings()
+    overrides = {k: v for k, v in {"host": host, "port": port, "data_dir": data_dir}.items()
+                 if v is not None}
+    serve(settings.model_copy(update=overrides))
 
 
 @app.command("schema")

@@ -295,7 +295,7 @@ class Engine:
             end = datetime.fromtimestamp((last + 1) * spec.step, UTC)
             return gran, first, last, WindowRef(family, name, start, end, name)
         gran = self.granularities[name]
-        bucketing = self.calendars[name]
+        bucketing = next(c for unit, c in self.calendars.items() if unit == name)
         period = int(bucketing.ids(np.array([now], dtype=np.int64))[0]) - offset
         start, end = bucketing.bounds(period)
         return gran, period, period, WindowRef(family, name, start, end,
