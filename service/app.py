@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
@@ -87,8 +87,14 @@ def create_app(
     runner: Runner,
     engine_config: EngineConfig,
     registry: CollectorRegistry | None = None,
+    on_shutdown: Callable[[], Awaitable[None]] | None = None,
 ) -> FastAPI:
-    """The API over ``runner``; metrics go to ``registry`` (a fresh one by default)."""
+    """The API over ``runner``; metrics go to ``registry`` (a fresh one by default).
+
+    ``on_shutdown`` runs after the server has drained its requests, while the process
+    is still ours: uvicorn re-raises SIGTERM once its shutdown completes, so closing
+    the runner after ``serve()`` returns would be too late.
+    """
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -99,6 +105,8 @@ def create_app(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            if on_shutdown is not None:
+                await on_shutdown()
 
     app = FastAPI(
         title="touchstream",
