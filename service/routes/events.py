@@ -22,7 +22,8 @@ _BODY_SCHEMA = {
                 {"type": "object", "required": ["events"],
                  "properties": {"events": {"type": "array", "items": {"type": "object"}}}},
                 {"type": "array", "items": {"type": "object"}},
-                {"type": "object"},
+                {"type": "object", "required": ["event_id", "kind"],
+                 "not": {"required": ["events"]}},
             ],
         }}},
     }

@@ -16,7 +16,8 @@ router = APIRouter(prefix="/v1/scores", tags=["scores"])
 Dim = Annotated[str | None, Query(max_length=64)]
 
 
-@router.get("", responses={400: {"description": "Unknown window or unconfigured scope"}})
+@router.get("", responses={404: {"description": "No such window, or no such configured "
+                                                 "scope"}})
 async def list_scores(
     runner: RunnerDep,
     settings: SettingsDep,
@@ -65,7 +66,7 @@ async def list_scores(
     try:
         items, total = await runner.read(query)
     except KeyError as exc:
-        raise HTTPException(400, detail=str(exc.args[0])) from None
+        raise HTTPException(404, detail=str(exc.args[0])) from None
     following = offset + len(items)
     return {
         "items": items,

@@ -146,7 +146,7 @@ async def test_scores_match_the_engine_with_targets_and_paging(
 async def test_bad_score_queries_say_why(client: httpx.AsyncClient, query: str,
                                          needle: str) -> None:
     response = await client.get(f"/v1/scores?{query}", headers=auth(READ))
-    assert response.status_code == 400
+    assert response.status_code == 404
     assert needle in response.json()["detail"]
 
 
