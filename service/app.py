@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -16,8 +17,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.auth import KeyRing, require
-from service.metrics import ServiceMetrics, read_scoreboard
-from service.routes import customers, events, health, journeys, pulses, scores
+from service.metrics import ServiceMetrics, read_alerts, read_scoreboard
+from service.routes import alerts, customers, events, health, journeys, pulses, scores
 from service.settings import Settings
 from streams.engine.config import EngineConfig
 from streams.runner import Runner
@@ -74,8 +75,10 @@ async def _refresh_loop(app: FastAPI, runner: Runner, settings: Settings) -> Non
     while True:
         try:
             started = time.perf_counter()
-            metrics.board = await runner.read(
+            board = await runner.read(
                 lambda engine: read_scoreboard(engine, settings.metrics_windows))
+            await runner.read_detector(functools.partial(read_alerts, board=board))
+            metrics.board = board
             metrics.refresh_seconds.observe(time.perf_counter() - started)
         except Exception:  # a failed refresh must not stop the exporter; it is logged
             log.exception("scoreboard refresh failed")
@@ -120,7 +123,7 @@ def create_app(
     app.state.registry = registry or CollectorRegistry()
     app.state.metrics = ServiceMetrics(app.state.registry, engine_config.scope_dimensions())
 
-    for module in (health, scores, journeys, customers, pulses, events):
+    for module in (health, scores, journeys, customers, pulses, events, alerts):
         app.include_router(module.router)
 
     metrics_deps = [] if settings.public_metrics else [Depends(require("read"))]

@@ -55,8 +55,9 @@ async def run(settings: Settings) -> None:
     """
     settings = with_development_key(settings)
     config = settings.load_engine_config()
-    async with EmbeddedRunner(settings.data_dir, config,
-                              snapshot_every=settings.snapshot_every) as runner:
+    detection = settings.load_detection_config(config)
+    async with EmbeddedRunner(settings.data_dir, config, snapshot_every=settings.snapshot_every,
+                              detection=detection) as runner:
         async def close_runner() -> None:
             await asyncio.to_thread(runner.close)
 

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from streams.engine.detect import Detector
 from streams.engine.engine import Engine, Family
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,24 @@ class Scoreboard:
     open_journeys: int = 0
     customers: int = 0
     refreshed_at: float = 0.0
+    alerts: list[tuple[str, ...]] = field(default_factory=list)
+    alert_changes: dict[str, int] = field(default_factory=dict)
+    followups_open: int = 0
+
+
+ALERT_LABELS = ("rule", "kind", "metric", "scope", "owner", "severity", "state")
+
+
+def read_alerts(detector: Detector, board: Scoreboard) -> None:
+    """Add the detector's active alerts and change counts to ``board``."""
+    board.alerts = [
+        (a.rule, a.kind, a.metric,
+         ",".join(f"{k}={v}" for k, v in a.scope.items()) or "overall",
+         a.owner, a.severity, a.state)
+        for a in detector.alerts.active.values()
+    ]
+    board.alert_changes = dict(detector.changes)
+    board.followups_open = len(detector.followups.open)
 
 
 def read_scoreboard(engine: Engine, windows: Iterable[str]) -> Scoreboard:
@@ -137,6 +156,19 @@ class _ScoreboardCollector(Collector):
                 if value == value:  # NaN (no interval yet) is left out, not exported
                     families[key].add_metric(list(label_values), value)
         yield from families.values()
+        active = GaugeMetricFamily(
+            "touchstream_alert_active",
+            "1 for each pending or firing alert (rule, scope, owner and severity labelled).",
+            labels=list(ALERT_LABELS))
+        for alert in board.alerts:
+            active.add_metric(list(alert), 1.0)
+        yield active
+        changes = CounterMetricFamily(
+            "touchstream_alert_changes", "Alert state changes since start, by new state.",
+            labels=["state"])
+        for state in ("pending", "firing", "resolved"):
+            changes.add_metric([state], float(board.alert_changes.get(state, 0)))
+        yield changes
         events = CounterMetricFamily(
             "touchstream_events", "Events the engine processed, by outcome.",
             labels=["outcome"])
@@ -156,6 +188,8 @@ class _ScoreboardCollector(Collector):
             ("touchstream_series", "Scope-metric series the engine keeps.", board.series),
             ("touchstream_open_journeys", "Journeys not yet ended.", board.open_journeys),
             ("touchstream_customers", "Distinct customers seen.", board.customers),
+            ("touchstream_followups_open", "Follow-ups waiting for a human.",
+             board.followups_open),
             ("touchstream_scoreboard_refreshed_timestamp_seconds",
              "When the exported scores were last read from the engine.",
              board.refreshed_at or None),

@@ -16,6 +16,13 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.engine.config import EngineConfig
+from streams.engine.detect import (
+    DetectionConfig,
+    DriftRule,
+    DropRule,
+    FollowUpRule,
+    TargetRule,
+)
 
 Scope = Literal["read", "write", "admin"]
 SCOPES: tuple[Scope, ...] = ("read", "write", "admin")
@@ -87,6 +94,7 @@ class Settings(BaseSettings):
     max_batch: Annotated[int, Field(ge=1, le=100_000)] = 10_000
     max_page: Annotated[int, Field(ge=1, le=10_000)] = 1000
     engine_config: Path | None = None
+    detection_config: Path | None = None
     metrics_windows: tuple[str, ...] = ("continuous:15m", "continuous:1h", "continuous:24h",
                                         "periodic:day")
     metrics_refresh_seconds: Annotated[float, Field(gt=0)] = 5.0
@@ -121,3 +129,26 @@ class Settings(BaseSettings):
             return EngineConfig()
         data = json.loads(self.engine_config.read_text(encoding="utf-8"))
         return EngineConfig.model_validate(data)
+
+    def load_detection_config(self, engine: EngineConfig) -> DetectionConfig:
+        """Alert and follow-up rules: the JSON file named by ``detection_config``, or
+        ``default_detection`` for the engine configuration."""
+        if self.detection_config is None:
+            return default_detection(engine)
+        data = json.loads(self.detection_config.read_text(encoding="utf-8"))
+        return DetectionConfig.model_validate(data)
+
+
+def default_detection(engine: EngineConfig) -> DetectionConfig:
+    """Rules a first run can live with: drops of the last hour against the 7 days before
+    (CSAT, NPS, CES, resolution) in every scope, scores below their configured target,
+    a slow CSAT drift overall, and follow-ups for detractors and unresolved contacts."""
+    targeted = sorted({t.metric for t in engine.targets if t.metric != "rating"})
+    return DetectionConfig(
+        drops=tuple(DropRule(name=f"{m}-drop-1h", metric=m)
+                    for m in ("csat", "nps", "ces", "outcome")),
+        targets=tuple(TargetRule(name=f"{m}-below-target", metric=m) for m in targeted),
+        drifts=(DriftRule(name="csat-drift", metric="csat"),),
+        followups=(FollowUpRule(name="detractor", condition="detractor"),
+                   FollowUpRule(name="unresolved", condition="unresolved")),
+    )

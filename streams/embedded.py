@@ -54,7 +54,9 @@ import orjson
 from schemas.decode import EventDecoder, EventError, encode
 from schemas.event import TouchpointEvent
 from streams.engine.config import EngineConfig
+from streams.engine.detect import DetectionConfig, Detector
 from streams.engine.engine import Engine, IngestResult
+from streams.engine.metrics import observe
 from streams.runner import EventOutcome, PulseRequest
 
 log = logging.getLogger(__name__)
@@ -72,7 +74,11 @@ _SCHEMA: Final = (
     "CREATE TABLE IF NOT EXISTS log (seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, "
     "payload BLOB NOT NULL, batch INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS snapshots (seq INTEGER PRIMARY KEY, taken_at REAL NOT NULL, "
-    "data BLOB NOT NULL)",
+    "data BLOB NOT NULL, detector BLOB)",
+    "CREATE TABLE IF NOT EXISTS alert_changes (alert_id TEXT NOT NULL, state TEXT NOT NULL, "
+    "at INTEGER NOT NULL, change BLOB NOT NULL, PRIMARY KEY (alert_id, state, at))",
+    "CREATE TABLE IF NOT EXISTS followups (id TEXT PRIMARY KEY, created_at INTEGER NOT NULL, "
+    "record BLOB NOT NULL)",
     "CREATE TABLE IF NOT EXISTS dead_letters (id INTEGER PRIMARY KEY AUTOINCREMENT, "
     "received_at REAL NOT NULL, kind TEXT NOT NULL, event_id TEXT, field TEXT, "
     "reason TEXT NOT NULL, payload BLOB NOT NULL)",
@@ -84,6 +90,15 @@ _INSERT_DEAD: Final = (
     "INSERT OR IGNORE INTO dead_letters (received_at, kind, event_id, field, reason, payload) "
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
+
+_INSERT_CHANGE: Final = (
+    "INSERT OR IGNORE INTO alert_changes (alert_id, state, at, change) VALUES (?, ?, ?, ?)"
+)
+_INSERT_FOLLOWUP: Final = (
+    "INSERT OR IGNORE INTO followups (id, created_at, record) VALUES (?, ?, ?)"
+)
+DETECT_EVERY: Final = 60
+"""Event-time seconds between detector evaluations (replays evaluate at the same points)."""
 
 DeadLetter = tuple[float, str, str | None, str | None, str, bytes]
 """A ``dead_letters`` row to insert: received_at, kind, event_id, field, reason, payload."""
@@ -190,6 +205,7 @@ class EmbeddedRunner:
         decoder: EventDecoder | None = None,
         snapshot_every: int = 50_000,
         clock: Callable[[], float] = time.time,
+        detection: DetectionConfig | None = None,
     ) -> None:
         if snapshot_every < 1:
             raise ValueError("snapshot_every must be at least 1")
@@ -202,6 +218,10 @@ class EmbeddedRunner:
         self._replay_decoder = msgspec.json.Decoder(TouchpointEvent)
         self._lock = threading.Lock()
         self._engine = Engine(config)
+        self.detection = detection if detection is not None else DetectionConfig()
+        self._detector = Detector(self.detection)
+        self._detector.check(self._engine)
+        self._pending_records: list[tuple[str, tuple[Any, ...]]] = []
         self._conn: sqlite3.Connection | None = None
         self._lock_file: IO[bytes] | None = None
         self._state: State = "new"
@@ -366,12 +386,14 @@ class EmbeddedRunner:
         """Restore the newest snapshot, then replay the log after it; returns rows replayed."""
         conn = self._db()
         row = conn.execute(
-            "SELECT seq, data FROM snapshots ORDER BY seq DESC LIMIT 1").fetchone()
+            "SELECT seq, data, detector FROM snapshots ORDER BY seq DESC LIMIT 1").fetchone()
         snapshot_seq = 0
         if row is not None:
             snapshot_seq = int(row[0])
             try:
                 self._engine = Engine.restore(self.config, bytes(row[1]))
+                if row[2] is not None:
+                    self._detector.restore(msgspec.msgpack.decode(bytes(row[2])))
             except (ValueError, KeyError, TypeError, msgspec.DecodeError) as exc:
                 raise StorageError(self.path, f"snapshot at seq {snapshot_seq} cannot be "
                                               f"restored ({exc})") from exc
@@ -383,6 +405,7 @@ class EmbeddedRunner:
         if late:
             with self._transaction():
                 conn.executemany(_INSERT_DEAD, late)
+        self._flush_records()
         return replayed
 
     def _replay(self, after: int) -> tuple[int, list[DeadLetter]]:
@@ -422,6 +445,7 @@ class EmbeddedRunner:
     def _replay_events(self, batch: list[tuple[TouchpointEvent, bytes]]) -> list[DeadLetter]:
         """Ingest one logged batch; return its late dead letters (re-derived, not stored)."""
         result = self._engine.ingest([event for event, _ in batch])
+        self._detect([event for event, _ in batch], result)
         payloads = {id(event): payload for event, payload in batch}
         now = self._clock()
         return [self._late_row(now, e, payloads[id(e)]) for e in result.late]
@@ -513,6 +537,7 @@ class EmbeddedRunner:
             self._since_snapshot += len(valid)
             result = self._ingest([event for _, event, _ in valid], first)
             self._resolve(outcomes, valid, result, received_at)
+            self._flush_records()
             self._count(len(items), len(dead), result)
             if self._since_snapshot >= self.snapshot_every:
                 self._try_snapshot()
@@ -522,7 +547,9 @@ class EmbeddedRunner:
         """Apply committed events; a failure here leaves memory behind the log, so the
         runner stops taking work until restarted (recovery replays the log)."""
         try:
-            return self._engine.ingest(events)
+            result = self._engine.ingest(events)
+            self._detect(events, result)
+            return result
         except Exception as exc:
             self._state = "failed"
             self._failure = (f"the engine failed applying log rows from seq {first_seq} "
@@ -550,6 +577,43 @@ class EmbeddedRunner:
         if late_rows:
             self._pending_late += late_rows
             self._flush_late()
+
+    def _detect(self, events: list[TouchpointEvent], result: IngestResult) -> None:
+        """Follow-ups for the batch, then the alert rules when event time has moved on.
+
+        Runs identically on submit and on replay (same batches, same watermarks), so a
+        recovered detector is the one that never stopped; the records it produces are
+        stored with ``INSERT OR IGNORE`` so a replay does not write them twice.
+        """
+        duplicates = {id(e) for e in result.duplicates}
+        fresh = [e for e in events if id(e) not in duplicates]
+        if fresh:
+            for item in self._detector.follow_up(fresh, [observe(e) for e in fresh]):
+                self._pending_records.append(("followup", (
+                    item.id, item.created_at, orjson.dumps(item.to_dict()))))
+        watermark = self._engine.watermark
+        if watermark is not None and self._detector.due(watermark, DETECT_EVERY):
+            for change in self._detector.evaluate(self._engine, watermark):
+                self._pending_records.append(("change", (
+                    change.alert.id, change.state, change.at, orjson.dumps(change.to_dict()))))
+
+    def _flush_records(self) -> None:
+        """Store pending alert changes and follow-ups; retried with the next write on failure."""
+        if not self._pending_records:
+            return
+        try:
+            with self._transaction() as conn:
+                self._write_records(conn)
+        except StorageError:
+            log.warning("could not store %d alert/follow-up records yet; will retry",
+                        len(self._pending_records), exc_info=True)
+
+    def _write_records(self, conn: sqlite3.Connection) -> None:
+        conn.executemany(_INSERT_CHANGE,
+                         [row for kind, row in self._pending_records if kind == "change"])
+        conn.executemany(_INSERT_FOLLOWUP,
+                         [row for kind, row in self._pending_records if kind == "followup"])
+        self._pending_records = []
 
     def _flush_late(self) -> None:
         """Store late dead letters in their own small transaction.
@@ -579,11 +643,13 @@ class EmbeddedRunner:
     def _snapshot(self) -> None:
         """Snapshot the engine and drop the log rows it covers, in one transaction."""
         data = self._engine.snapshot()
+        detector = msgspec.msgpack.encode(self._detector.state())
         seq = self._next_seq - 1
         with self._transaction() as conn:
             conn.executemany(_INSERT_DEAD, self._pending_late)
-            conn.execute("INSERT OR REPLACE INTO snapshots (seq, taken_at, data) "
-                         "VALUES (?, ?, ?)", (seq, self._clock(), data))
+            self._write_records(conn)
+            conn.execute("INSERT OR REPLACE INTO snapshots (seq, taken_at, data, detector) "
+                         "VALUES (?, ?, ?, ?)", (seq, self._clock(), data, detector))
             conn.execute("DELETE FROM snapshots WHERE seq < ?", (seq,))
             conn.execute("DELETE FROM log WHERE seq <= ?", (seq,))
         self._pending_late = []
@@ -668,6 +734,12 @@ class EmbeddedRunner:
             for row in rows
         ]
 
+    def read_detector_blocking(self, query: Callable[[Detector], T]) -> T:
+        """:meth:`read_detector` without the thread hop."""
+        with self._lock:
+            self._usable()
+            return query(self._detector)
+
     def stats(self) -> dict[str, int]:
         """Counters for the exporter, since this process opened the runner.
 
@@ -691,6 +763,10 @@ class EmbeddedRunner:
     async def read(self, query: Callable[[Engine], T]) -> T:
         """Run a read-only ``query`` against the engine, never mid-batch."""
         return await asyncio.to_thread(self.read_blocking, query)
+
+    async def read_detector(self, query: Callable[[Detector], T]) -> T:
+        """Run a read-only ``query`` against the detector (alerts and follow-ups)."""
+        return await asyncio.to_thread(self.read_detector_blocking, query)
 
     async def start_pulse(self, request: PulseRequest) -> None:
         """Start a pulse study durably; raises ``PulseError`` naming the bad field."""

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar
 
+from streams.engine.detect import Detector
 from streams.engine.engine import Engine
 
 Status = Literal["accepted", "duplicate", "late", "rejected"]
@@ -59,6 +60,10 @@ class Runner(Protocol):
 
     async def read(self, query: Callable[[Engine], T]) -> T:
         """Run a read-only ``query`` against a consistent engine state."""
+        ...
+
+    async def read_detector(self, query: Callable[[Detector], T]) -> T:
+        """Run a read-only ``query`` against the alert and follow-up state."""
         ...
 
     async def start_pulse(self, request: PulseRequest) -> None:

@@ -1,0 +1,115 @@
+"""Alerts and follow-ups through the API: a real drop becomes a firing alert with evidence."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import ADMIN, CONFIG, auth
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
+
+from service.app import create_app
+from service.metrics import read_alerts, read_scoreboard
+from service.settings import Settings
+from streams.embedded import EmbeddedRunner
+from streams.engine.detect import DetectionConfig, DropRule, FollowUpRule
+
+DETECTION = DetectionConfig(
+    drops=(DropRule(name="csat-drop", metric="csat", scopes=(("channel",),), hold_seconds=0,
+                    min_n_window=50, min_n_baseline=100, severity="critical",
+                    owner="support"),),
+    followups=(FollowUpRule(name="key-detractors", condition="very_dissatisfied",
+                            segments=("enterprise",), owner="account-team"),),
+)
+NOW = datetime.now(UTC).replace(microsecond=0, second=0, minute=0) - timedelta(hours=1)
+
+
+def csat(i: int, at: datetime, value: int, channel: str = "chat") -> dict[str, Any]:
+    return {"event_id": f"e-{i}", "occurred_at": at.isoformat(), "customer_id": f"c-{i % 97}",
+            "touchpoint": "support", "channel": channel, "segment": "enterprise",
+            "kind": "csat", "value": value}
+
+
+def drop_traffic() -> list[dict[str, Any]]:
+    """Three days of good chat CSAT (85% top-2-box), then an hour at 40%."""
+    events, i = [], 0
+    for hour in range(72, 0, -1):
+        for k in range(20):
+            at = NOW - timedelta(hours=hour) + timedelta(minutes=3 * k)
+            events.append(csat(i, at, 5 if k % 20 < 17 else 2))
+            events.append(csat(i + 1, at, 5 if k % 20 < 17 else 2, channel="phone"))
+            i += 2
+    for k in range(120):
+        at = NOW + timedelta(seconds=30 * k)
+        events.append(csat(i, at, 4 if k % 5 < 2 else 1))
+        events.append(csat(i + 1, at, 5 if k % 20 < 17 else 2, channel="phone"))
+        i += 2
+    return events
+
+
+@pytest.fixture
+async def alert_client(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
+    settings = Settings(data_dir=tmp_path, api_keys=SecretStr(f"boss:admin+read+write:{ADMIN}"))
+    async with EmbeddedRunner(tmp_path, CONFIG, detection=DETECTION) as runner:
+        app = create_app(settings, runner, CONFIG, CollectorRegistry())
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://t", headers=auth(ADMIN)) as client:
+            events = drop_traffic()
+            for start in range(0, len(events), 1000):
+                body = (await client.post("/v1/events",
+                                          json={"events": events[start:start + 1000]})).json()
+                assert body["rejected"] == 0, body["results"][:3]
+            yield client, app
+
+
+async def test_a_real_drop_fires_with_evidence_and_owner(
+    alert_client: tuple[httpx.AsyncClient, Any]
+) -> None:
+    client, _ = alert_client
+    listed = (await client.get("/v1/alerts?state=firing")).json()
+    assert [(a["rule"], a["scope"], a["owner"], a["severity"]) for a in listed["items"]] == [
+        ("csat-drop", {"channel": "chat"}, "support", "critical")]
+    alert = (await client.get(f"/v1/alerts/{listed['items'][0]['id']}")).json()
+    evidence = alert["evidence"]
+    assert evidence["window_n"] >= 50 and evidence["baseline_n"] >= 100
+    assert evidence["window_score"] == pytest.approx(0.4, abs=0.05)
+    assert evidence["baseline_score"] == pytest.approx(0.85, abs=0.02)
+    assert evidence["q"] < 0.05
+    assert (await client.get("/v1/alerts/nope")).status_code == 404
+    assert (await client.get("/v1/alerts?owner=nobody")).json()["items"] == []
+
+
+async def test_very_dissatisfied_key_customers_become_followups(
+    alert_client: tuple[httpx.AsyncClient, Any]
+) -> None:
+    client, _ = alert_client
+    body = (await client.get("/v1/followups?status=open&limit=5")).json()
+    assert body["total"] > 0
+    first = body["items"][0]
+    assert first["owner"] == "account-team" and first["segment"] == "enterprise"
+    assert first["status"] == "open"
+
+
+async def test_alerts_are_exported_to_prometheus(
+    alert_client: tuple[httpx.AsyncClient, Any]
+) -> None:
+    client, app = alert_client
+    runner = app.state.runner
+    board = await runner.read(lambda e: read_scoreboard(e, ("continuous:1h",)))
+    await runner.read_detector(lambda d: read_alerts(d, board))
+    app.state.metrics.board = board
+    text = (await client.get("/metrics")).text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    (active,) = families["touchstream_alert_active"].samples
+    assert active.labels == {"rule": "csat-drop", "kind": "drop", "metric": "csat",
+                             "scope": "channel=chat", "owner": "support",
+                             "severity": "critical", "state": "firing"}
+    changes = {s.labels["state"]: s.value for s in families["touchstream_alert_changes"].samples
+               if s.name.endswith("_total")}
+    assert changes["firing"] >= 1
