@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import sys
 from collections.abc import Iterable, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -130,14 +131,105 @@ def serve_command(
     port: Annotated[int | None, typer.Option(help="Port (TOUCHSTREAM_PORT).")] = None,
     data_dir: Annotated[Path | None, typer.Option(
         help="Where SQLite state lives (TOUCHSTREAM_DATA_DIR).")] = None,
+    simulate: Annotated[float, typer.Option(
+        help="Also feed simulated traffic at this many events/s (0: none).")] = 0.0,
+    drop: Annotated[list[str] | None, typer.Option(
+        help="With --simulate: inject a drop, field=value:points:after[:duration], "
+             "e.g. channel=chat:15:10m. Repeatable.")] = None,
+    history: Annotated[str, typer.Option(
+        help="With --simulate: simulated past traffic to load first (a baseline).")] = "24h",
 ) -> None:
     """Run the embedded service: engine, API and /metrics in one process, state in SQLite."""
     from service.embedded import serve
+    from service.traffic import parse_drop, parse_duration
 
     settings = Settings()
     overrides = {k: v for k, v in {"host": host, "port": port, "data_dir": data_dir}.items()
                  if v is not None}
-    serve(settings.model_copy(update=overrides))
+    try:
+        drops = [parse_drop(d) for d in drop or []]
+        past = parse_duration(history)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    serve(settings.model_copy(update=overrides), simulate=simulate, drops=drops, history=past)
+
+
+@app.command("simulate")
+def simulate_command(
+    to: Annotated[str, typer.Option(
+        help="http://host:port, kafka://host:port/topic, or a .jsonl file.")],
+    rate: Annotated[float, typer.Option(help="Events per second.")] = 20.0,
+    duration: Annotated[str, typer.Option(help="How long, e.g. 90s, 10m, 2h.")] = "10m",
+    seed: Annotated[int, typer.Option(help="Same seed, same traffic.")] = 0,
+    drop: Annotated[list[str] | None, typer.Option(
+        help="field=value:points:after[:duration], e.g. channel=chat:15:10m.")] = None,
+    live: Annotated[bool, typer.Option(
+        help="Pace in real time, stamped now; --no-live writes event time at full speed "
+             "from now minus the duration.")] = True,
+    api_key: Annotated[str | None, typer.Option(envvar="TOUCHSTREAM_API_KEY",
+                                                help="Key with the write scope.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Events per request/flush.")] = 500,
+) -> None:
+    """Realistic synthetic traffic: segments, journeys across channels, many languages."""
+    from service.traffic import open_sink, parse_drop, parse_duration
+    from streams.sources.simulator import Simulator, paced
+
+    try:
+        span = parse_duration(duration)
+        drops = [parse_drop(d) for d in drop or []]
+        sink = open_sink(to, api_key, batch_size)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    start = datetime.now(UTC) - (timedelta(0) if live else span)
+    sim = Simulator(seed=seed, rate=rate, start=start, drops=drops)
+    stream = sim.events(duration=span)
+    source = paced(stream, rate) if live else stream
+    report = asyncio.run(_pump(source, sink, batch_size, int(rate * span.total_seconds())))
+    _summary(report)
+
+
+@app.command("replay")
+def replay_command(
+    path: Annotated[Path, typer.Argument(help="JSONL events, or the airline survey CSV.",
+                                         exists=True, dir_okay=False)],
+    to: Annotated[str, typer.Option(
+        help="http://host:port, kafka://host:port/topic, or a .jsonl file.")],
+    rate: Annotated[float | None, typer.Option(help="Events/s cap (default: flat out).")] = None,
+    api_key: Annotated[str | None, typer.Option(envvar="TOUCHSTREAM_API_KEY",
+                                                help="Key with the write scope.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Events per request/flush.")] = 1000,
+) -> None:
+    """Send a file of events somewhere, with a progress bar and a summary of outcomes."""
+    from service.traffic import file_events, open_sink, rate_limited
+
+    try:
+        sink = open_sink(to, api_key, batch_size)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    report = asyncio.run(_pump(rate_limited(file_events(path, None), rate), sink,
+                               batch_size, None))
+    _summary(report)
+
+
+async def _pump(events: Any, sink: Any, batch_size: int, total: int | None) -> Any:
+    from rich.progress import Progress
+
+    from streams.sources.sinks import pump
+
+    with Progress(console=console) as progress:
+        task = progress.add_task("sending", total=total)
+        try:
+            return await pump(events, sink, batch_size=batch_size,
+                              on_report=lambda r: progress.advance(task, r.sent))
+        finally:
+            await sink.close()
+
+
+def _summary(report: Any) -> None:
+    console.print(f"sent {report.sent:,}: accepted {report.accepted:,}, duplicates "
+                  f"{report.duplicates:,}, late {report.late:,}, rejected {report.rejected:,}")
+    for reason, count in report.reasons.most_common(10):
+        console.print(f"  {count:>7,}  {reason}")
 
 
 @app.command("schema")

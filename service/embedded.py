@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
+from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 
 import uvicorn
@@ -12,7 +15,9 @@ from pydantic import SecretStr
 
 from service.app import create_app
 from service.settings import Settings
+from service.traffic import demo_feed
 from streams.embedded import EmbeddedRunner
+from streams.sources.simulator import Drop
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +51,8 @@ def with_development_key(settings: Settings) -> Settings:
     return settings.model_copy(update={"api_keys": SecretStr(f"dev:read+write+admin:{key}")})
 
 
-async def run(settings: Settings) -> None:
+async def run(settings: Settings, simulate: float = 0.0, drops: Sequence[Drop] = (),
+              history: timedelta = timedelta(hours=24)) -> None:
     """Open the state, serve until SIGINT/SIGTERM, then drain and close the state.
 
     uvicorn stops accepting, finishes in-flight requests and runs the app's shutdown,
@@ -58,19 +64,28 @@ async def run(settings: Settings) -> None:
     detection = settings.load_detection_config(config)
     async with EmbeddedRunner(settings.data_dir, config, snapshot_every=settings.snapshot_every,
                               detection=detection) as runner:
-        async def close_runner() -> None:
+        feed: asyncio.Task[None] | None = None
+
+        async def shutdown() -> None:
+            # Stop the simulated feed first, then close the state (final snapshot).
+            if feed is not None:
+                feed.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await feed
             await asyncio.to_thread(runner.close)
 
-        app = create_app(settings, runner, config, on_shutdown=close_runner)
+        app = create_app(settings, runner, config, on_shutdown=shutdown)
         server = uvicorn.Server(uvicorn.Config(
             app, host=settings.host, port=settings.port, log_level="info",
             proxy_headers=False, server_header=False,
         ))
         log.info("touchstream serving on http://%s:%d (docs at /docs, data in %s)",
                  settings.host, settings.port, settings.data_dir)
+        if simulate > 0:
+            feed = asyncio.create_task(demo_feed(runner, simulate, list(drops), history))
         await server.serve()
 
-
-def serve(settings: Settings) -> None:
+def serve(settings: Settings, simulate: float = 0.0, drops: Sequence[Drop] = (),
+          history: timedelta = timedelta(hours=24)) -> None:
     """Blocking entry point for the CLI."""
-    asyncio.run(run(settings))
+    asyncio.run(run(settings, simulate, drops, history))
