@@ -10,8 +10,8 @@ install: ## create .venv and install touchstream with its dev tools
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 
-run: install ## score the bundled airline survey data with the engine and print a table
-	$(VENV)/bin/touchstream airline
+run: install ## the embedded service on :8080 with simulated traffic (chat drops after 10 min)
+	$(VENV)/bin/touchstream serve --simulate 20 --drop channel=chat:15:10m
 
 test: ## the whole suite as CI runs it: install, ruff, mypy, unit + integration tests
 	bash scripts/test.sh
@@ -23,5 +23,7 @@ lint: install ## ruff and mypy only
 bench: install ## benchmark scripts (print figures and ratios measured in one run)
 	$(PY) benchmarks/bench_decode.py
 	$(PY) benchmarks/bench_engine.py
+	$(PY) benchmarks/bench_embedded.py
+	$(PY) benchmarks/bench_api.py
 
 .PHONY: help install run test lint bench
