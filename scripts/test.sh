@@ -24,7 +24,7 @@ fi
 .venv/bin/python -m pip install -q -e '.[dev]'
 
 echo "== ruff"
-.venv/bin/ruff check .
+.venv/bin/ruff check --no-cache .
 echo "== mypy"
 .venv/bin/mypy
 echo "== pytest"

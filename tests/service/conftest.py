@@ -12,10 +12,10 @@ import pytest
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
-from streams.embedded import EmbeddedRunner
 
 from service.app import create_app
 from service.settings import Settings
+from streams.embedded import EmbeddedRunner
 from streams.engine.config import EngineConfig, Target
 
 READ, WRITE, ADMIN = "read-key-0123456789", "write-key-0123456789", "admin-key-0123456789"
