@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from streams.engine.config import EngineConfig
 from streams.engine.detect import (
@@ -100,6 +106,26 @@ class Settings(BaseSettings):
     metrics_refresh_seconds: Annotated[float, Field(gt=0)] = 5.0
     kafka_bootstrap: str = "127.0.0.1:9092"
     snapshot_every: Annotated[int, Field(ge=1)] = 50_000
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments, then ``TOUCHSTREAM_*`` variables, then the optional TOML file named
+        by ``TOUCHSTREAM_CONFIG`` (same keys, lower case, without the prefix)."""
+        config_file = os.environ.get("TOUCHSTREAM_CONFIG")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if config_file:
+            path = Path(config_file)
+            if not path.is_file():
+                raise ValueError(f"TOUCHSTREAM_CONFIG: {path} is not a file")
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
 
     @field_validator("metrics_windows", mode="before")
     @classmethod

@@ -249,3 +249,19 @@ async def test_concurrent_writers_lose_nothing(client: httpx.AsyncClient) -> Non
     assert sum(r.json()["accepted"] for r in responses) == 400
     overall = (await client.get("/v1/scores?window=24h", headers=auth(READ))).json()
     assert overall["items"][0]["n"] == 400
+
+
+def test_settings_come_from_a_toml_file_under_the_environment(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "touchstream.toml"
+    config.write_text('port = 9191\nmax_batch = 77\nmetrics_windows = ["continuous:1h"]\n',
+                      encoding="utf-8")
+    monkeypatch.setenv("TOUCHSTREAM_CONFIG", str(config))
+    monkeypatch.setenv("TOUCHSTREAM_MAX_BATCH", "88")
+    settings = Settings()
+    assert (settings.port, settings.max_batch) == (9191, 88)  # the environment wins
+    assert settings.metrics_windows == ("continuous:1h",)
+    monkeypatch.setenv("TOUCHSTREAM_CONFIG", str(tmp_path / "missing.toml"))
+    with pytest.raises(ValueError, match="is not a file"):
+        Settings()
