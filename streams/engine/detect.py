@@ -15,7 +15,10 @@ Every series with at least ``min_n_window`` and ``min_n_baseline`` answers is on
 of the rule's family; Benjamini-Hochberg q-values are computed across that family, and
 the condition holds where ``q <= alpha`` and the observed drop ``>= min_effect``. The
 effect filter is applied after BH, not before it: choosing the family by its observed
-effects would shrink it on the data and inflate false alarms.
+effects would shrink it on the data and inflate false alarms. A drop that holds carries in
+its evidence what explains it (``streams.engine.attribution``: a shift-share decomposition
+over the configured scopes, a one-line ``attribution_summary``, and ``explained_by`` when
+another alert of the same rule explains it).
 
 Targets (``TargetRule``). The condition holds where a series' 95% interval (the one the
 API shows) lies wholly below its target. This is a per-scope check against a fixed
@@ -439,6 +442,12 @@ class Evidence:
     window_high: float | None = None
     target: float | None = None
     cusum: float | None = None
+    attribution: dict[str, Any] | None = None
+    """Drops: what explains it, as plain data (``attribution.Explanation.to_dict``)."""
+    attribution_summary: str | None = None
+    """Drops: the one line for a page, e.g. "channel=chat explains 82% of the drop; ..."."""
+    explained_by: str | None = None
+    """Drops: the id of the alert of the same rule whose drop explains this one."""
 
     def to_dict(self) -> dict[str, Any]:
         """As plain data with ISO 8601 UTC bounds (for the API and the alerts topic)."""
@@ -533,6 +542,9 @@ class Alert:
             "firing_at": _iso(self.firing_at), "resolved_at": _iso(self.resolved_at),
             "updated_at": _iso(self.updated_at),
             "evidence": None if self.evidence is None else self.evidence.to_dict(),
+            "attribution_summary": None if self.evidence is None
+            else self.evidence.attribution_summary,
+            "explained_by": None if self.evidence is None else self.evidence.explained_by,
         }
 
     def state_dict(self) -> dict[str, Any]:
@@ -865,7 +877,46 @@ class Detector:
                 c.test, c.window_n, c.window_score, wspan.start, wspan.end, c.baseline_n,
                 c.baseline_score, bspan.start, bspan.end, c.effect, c.statistic, c.dof, c.p,
                 f.q))
+        self._attribute(engine, rule, now, dense(wspan), dense(bspan), out)
         return out
+
+    def _attribute(self, engine: Engine, rule: DropRule, now: int, window: FloatArray,
+                   baseline: FloatArray, out: dict[SeriesKey, Outcome]) -> None:
+        """Attach what explains each drop to its evidence (``streams.engine.attribution``).
+
+        Series that stop holding keep the attribution of the last time they held, so a
+        resolved alert still says why it fired.
+        """
+        from streams.engine import attribution  # it builds on this module
+
+        ranked = sorted((ev.q if ev.q is not None else 1.0, k) for k, (holds, ev) in out.items()
+                        if holds and ev is not None)
+        held = [k for _, k in ranked]  # the most significant first: they are explained first
+        notes = attribution.explain_drops(engine, rule.metric, held, window, baseline,
+                                          alpha=rule.alpha) if held else {}
+        for key, (holds, ev) in out.items():
+            if ev is None:
+                continue
+            note = notes.get(key)
+            if note is not None:
+                parent = None if note.parent is None else self._alert_id(rule, note.parent, now)
+                out[key] = (holds, replace(
+                    ev, attribution=note.to_dict() | {"window_end": _iso(ev.window_end)},
+                    attribution_summary=note.summary, explained_by=parent))
+                continue
+            active = self.alerts.active.get(_key(rule.name, key))
+            before = None if active is None else active.evidence
+            if before is not None and before.attribution is not None:
+                out[key] = (holds, replace(ev, attribution=before.attribution,
+                                           attribution_summary=before.attribution_summary,
+                                           explained_by=before.explained_by))
+
+    def _alert_id(self, rule: DropRule, key: SeriesKey, now: int) -> str:
+        """The id of the alert of ``rule`` on ``key``: the active one, or one opened now."""
+        active = self.alerts.active.get(_key(rule.name, key))
+        if active is not None:
+            return active.id
+        return alert_id(rule.name, dict(zip(key[0], key[1], strict=True)), key[2], now)
 
     def _targets(self, engine: Engine, rule: TargetRule, now: int,
                  dense: _Dense) -> dict[SeriesKey, Outcome]:
