@@ -10,16 +10,18 @@ journey ids never become labels.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import Counter as TallyCounter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from streams.engine.detect import Detector
+from streams.engine.detect import Alert, Detector
 from streams.engine.engine import Engine, Family
 
 log = logging.getLogger(__name__)
@@ -42,19 +44,50 @@ class Scoreboard:
     alerts: list[tuple[str, ...]] = field(default_factory=list)
     alert_changes: dict[str, int] = field(default_factory=dict)
     followups_open: int = 0
+    attributions: list[tuple[tuple[str, ...], float]] = field(default_factory=list)
+    explained: list[tuple[str, ...]] = field(default_factory=list)
 
 
 ALERT_LABELS = ("rule", "kind", "metric", "scope", "owner", "severity", "state")
+ATTRIBUTION_LABELS = ("rule", "metric", "scope", "lead", "effect")
+EXPLAINED_LABELS = ("rule", "metric", "scope")
+EFFECTS = frozenset({"rate", "mix", "rate+mix", "spread", "journey"})
+
+
+def _scope_text(scope: Mapping[str, Any]) -> str:
+    """``channel=chat,segment=enterprise``; ``overall`` for the empty scope."""
+    return ",".join(f"{k}={v}" for k, v in scope.items()) or "overall"
+
+
+def _attribution(alert: Alert) -> tuple[tuple[str, ...], float] | None:
+    """(labels, lead fraction) of a drop alert whose evidence names a lead, else None.
+
+    Bounded like the scopes: the lead is a cell of configured dimensions whose values
+    the engine caps, and the effect is one of ``EFFECTS``.
+    """
+    ev = alert.evidence
+    note = None if ev is None else ev.attribution
+    if alert.kind != "drop" or not note:
+        return None
+    lead, fraction, effect = note.get("lead"), note.get("lead_fraction"), note.get("effect")
+    if (not isinstance(lead, Mapping) or not lead or effect not in EFFECTS
+            or not isinstance(fraction, int | float) or not math.isfinite(fraction)):
+        return None
+    return ((alert.rule, alert.metric, _scope_text(alert.scope), _scope_text(lead),
+             str(effect)), float(fraction))
 
 
 def read_alerts(detector: Detector, board: Scoreboard) -> None:
-    """Add the detector's active alerts and change counts to ``board``."""
+    """Add the detector's active alerts, their attributions and change counts to ``board``."""
+    active = list(detector.alerts.active.values())
     board.alerts = [
-        (a.rule, a.kind, a.metric,
-         ",".join(f"{k}={v}" for k, v in a.scope.items()) or "overall",
-         a.owner, a.severity, a.state)
-        for a in detector.alerts.active.values()
+        (a.rule, a.kind, a.metric, _scope_text(a.scope), a.owner, a.severity, a.state)
+        for a in active
     ]
+    board.attributions = [found for a in active if (found := _attribution(a)) is not None]
+    board.explained = [(a.rule, a.metric, _scope_text(a.scope)) for a in active
+                       if a.kind == "drop" and a.evidence is not None
+                       and a.evidence.explained_by]
     board.alert_changes = dict(detector.changes)
     board.followups_open = len(detector.followups.open)
 
@@ -163,6 +196,22 @@ class _ScoreboardCollector(Collector):
         for alert in board.alerts:
             active.add_metric(list(alert), 1.0)
         yield active
+        ratio = GaugeMetricFamily(
+            "touchstream_alert_attribution_ratio",
+            "Share of an active drop alert's change explained by its leading cell (lead, "
+            "e.g. channel=chat,segment=enterprise) and whether by rate, mix, rate+mix, "
+            "spread (no dominant cell) or journey (between touchpoints). Above 1: the rest "
+            "rose.", labels=list(ATTRIBUTION_LABELS))
+        for cell, value in board.attributions:
+            ratio.add_metric(list(cell), value)
+        yield ratio
+        explained = GaugeMetricFamily(
+            "touchstream_alert_explained",
+            "1 for an active drop alert explained by another alert of the same rule "
+            "(its parent pages; this one does not).", labels=list(EXPLAINED_LABELS))
+        for series in board.explained:
+            explained.add_metric(list(series), 1.0)
+        yield explained
         changes = CounterMetricFamily(
             "touchstream_alert_changes", "Alert state changes since start, by new state.",
             labels=["state"])

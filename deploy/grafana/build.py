@@ -232,6 +232,22 @@ def alert_rows(dash: Dashboard) -> Dashboard:
             .with_transformation(organize(
                 ["Time", "Value", "__name__", "job", "instance", "service"], {}))
         )
+        .with_panel(
+            table.Panel().title("Why did it drop?")
+            .description("For each open drop alert: the cell that explains most of the drop "
+                         "(lead), the share of the drop it explains (above 100%: the rest "
+                         "rose), and the effect: rate (its own score fell), mix (who "
+                         "answers changed), rate+mix, spread (no single value dominates) "
+                         "or journey (between touchpoints, not in one). The full "
+                         "decomposition is in GET /v1/alerts/{id}. Runbook: "
+                         f"{RUNBOOK}#reading-the-attribution")
+            .datasource(DS).span(24).height(7).unit("percentunit").decimals(0)
+            .with_target(query('max without (instance) (touchstream_alert_attribution_ratio'
+                               '{job="$job"})', instant=True, table_format=True))
+            .with_transformation(organize(
+                ["Time", "__name__", "job", "instance", "service"],
+                {"Value": "share of the drop"}))
+        )
     )
 
 

@@ -2,6 +2,8 @@
 week of steady chat and phone CSAT and then a bad hour in chat; Prometheus (shipped
 rules) scrapes it, Alertmanager (shipped routing and inhibition) pages a webhook.
 
+The page carries the drop's attribution (what explains it: chat) in its annotations.
+
 Also: every PromQL expression of the rules and the dashboard runs against that
 Prometheus without error, and the score panels have data.
 """
@@ -103,6 +105,14 @@ def test_drop_pages_its_owner_is_inhibited_by_a_stale_pipeline_and_resolves(
                                            "scope": "channel=chat"}
     annotations = _drop_alerts(page, "firing")[0]["annotations"]
     assert annotations["runbook_url"].endswith("docs/alerting.md#touchstreamsatisfactiondrop")
+    # The page says what explains the drop: the planted cause, chat, leads it.
+    attribution = annotations["attribution"]
+    assert "channel=chat" in attribution and " of the drop; " in attribution, attribution
+    assert "effect" in attribution and "not attributed" not in attribution, attribution
+    assert f"Attribution: {attribution}." in annotations["description"]
+    detector = stack.alerts(state="firing")
+    (chat,) = [a for a in detector if a["rule"] == "csat-drop-1h"]
+    assert chat["attribution_summary"] and chat["explained_by"] is None
     # The owner's own receiver gets it too (the pager route continues).
     stack.notification(lambda n: n.receiver == "support" and bool(_drop_alerts(n, "firing")),
                        "to the support receiver")

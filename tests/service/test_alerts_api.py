@@ -81,6 +81,13 @@ async def test_a_real_drop_fires_with_evidence_and_owner(
     assert evidence["window_score"] == pytest.approx(0.4, abs=0.05)
     assert evidence["baseline_score"] == pytest.approx(0.85, abs=0.02)
     assert evidence["q"] < 0.05
+    # What explains it: the one line for a page, and the decomposition behind it.
+    assert alert["attribution_summary"], alert
+    assert alert["attribution_summary"] == evidence["attribution_summary"]
+    assert "explains" in alert["attribution_summary"]
+    assert "of the drop" in alert["attribution_summary"]
+    assert evidence["attribution"]["lead"]["channel"] == "chat"
+    assert alert["explained_by"] is None
     assert (await client.get("/v1/alerts/nope")).status_code == 404
     assert (await client.get("/v1/alerts?owner=nobody")).json()["items"] == []
 
@@ -113,3 +120,12 @@ async def test_alerts_are_exported_to_prometheus(
     changes = {s.labels["state"]: s.value for s in families["touchstream_alert_changes"].samples
                if s.name.endswith("_total")}
     assert changes["firing"] >= 1
+    # The attribution of the drop: its lead cell (inside chat), the share and the effect.
+    (ratio,) = families["touchstream_alert_attribution_ratio"].samples
+    assert {k: ratio.labels[k] for k in ("rule", "metric", "scope")} == {
+        "rule": "csat-drop", "metric": "csat", "scope": "channel=chat"}
+    assert "channel=chat" in ratio.labels["lead"]
+    assert ratio.labels["effect"] in {"rate", "mix", "rate+mix", "spread", "journey"}
+    assert 0.0 < ratio.value
+    # Nothing else fires, so nothing explains it: the explained gauge is empty.
+    assert families["touchstream_alert_explained"].samples == []
