@@ -16,6 +16,18 @@ if ! command -v promtool >/dev/null || ! command -v prometheus-alertmanager >/de
   fi
 fi
 
+# Headless Chromium for the live page's browser test (tests/ui) comes from Debian too.
+if ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "== installing chromium (Debian package)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      chromium fonts-dejavu-core >/dev/null
+  else
+    echo "!! chromium missing and cannot apt-get install it (not root)" >&2
+  fi
+fi
+
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv

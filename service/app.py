@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.auth import KeyRing, require
 from service.metrics import ServiceMetrics, read_alerts, read_scoreboard
-from service.routes import alerts, customers, events, health, journeys, pulses, scores
+from service.routes import alerts, customers, events, health, journeys, pulses, scores, ui
 from service.settings import Settings
 from streams.engine.config import EngineConfig
 from streams.runner import Runner
@@ -123,7 +123,7 @@ def create_app(
     app.state.registry = registry or CollectorRegistry()
     app.state.metrics = ServiceMetrics(app.state.registry, engine_config.scope_dimensions())
 
-    for module in (health, scores, journeys, customers, pulses, events, alerts):
+    for module in (health, scores, journeys, customers, pulses, events, alerts, ui):
         app.include_router(module.router)
 
     metrics_deps = [] if settings.public_metrics else [Depends(require("read"))]
