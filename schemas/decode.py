@@ -101,6 +101,8 @@ class EventDecoder:
             raise explain(exc) from None
         except UnicodeDecodeError as exc:
             raise EventError("$", f"not valid UTF-8 ({exc.reason})") from None
+        except RecursionError:
+            raise EventError("$", "not valid JSON (nested too deeply)") from None
         self.check_time(event, self._clock())
         return event
 
@@ -110,6 +112,12 @@ class EventDecoder:
             event: TouchpointEvent = msgspec.convert(obj, TouchpointEvent)
         except msgspec.ValidationError as exc:
             raise explain(exc) from None
+        except RecursionError:
+            raise EventError("$", "nested too deeply") from None
+        try:  # a str from Python (not from JSON bytes) may hold lone surrogates
+            encode(event)
+        except UnicodeEncodeError as exc:
+            raise EventError("$", f"not encodable as UTF-8 ({exc.reason})") from None
         self.check_time(event, self._clock())
         return event
 

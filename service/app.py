@@ -20,6 +20,7 @@ from service.auth import KeyRing, require
 from service.metrics import ServiceMetrics, read_alerts, read_scoreboard
 from service.routes import alerts, customers, events, health, journeys, pulses, scores, ui
 from service.settings import Settings
+from streams.embedded import StorageError
 from streams.engine.config import EngineConfig
 from streams.runner import Runner
 
@@ -142,6 +143,13 @@ def create_app(
             for e in exc.errors()
         ]
         return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.exception_handler(StorageError)
+    async def unavailable(request: Request, exc: StorageError) -> JSONResponse:
+        log.error("storage unavailable: %s", exc)
+        return JSONResponse(
+            {"detail": {"field": "$", "reason": f"storage unavailable: {exc.reason}"}},
+            status_code=503, headers={"Retry-After": "5"})
 
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return app
