@@ -5,12 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Prometheus's promtool and Alertmanager come from Debian's packages.
-if ! command -v promtool >/dev/null || ! command -v prometheus-alertmanager >/dev/null; then
+if ! command -v promtool >/dev/null || ! command -v prometheus-alertmanager >/dev/null \
+   || ! command -v kcat >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "== installing prometheus and prometheus-alertmanager (Debian packages)"
+    echo "== installing prometheus, prometheus-alertmanager and kcat (Debian packages)"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      prometheus prometheus-alertmanager >/dev/null
+      prometheus prometheus-alertmanager kcat >/dev/null
   else
     echo "!! promtool/alertmanager missing and cannot apt-get install them (not root)" >&2
   fi

@@ -232,6 +232,18 @@ def _summary(report: Any) -> None:
         console.print(f"  {count:>7,}  {reason}")
 
 
+@app.command("worker")
+def worker_command() -> None:
+    """Run one Kafka worker (faust-streaming); settings from TOUCHSTREAM_* variables.
+
+    Start as many as you like with the same TOUCHSTREAM_APP_ID: they share the input
+    partitions; see streams/worker/README.md.
+    """
+    from streams.worker.__main__ import main as worker_main
+
+    worker_main()
+
+
 @app.command("schema")
 def schema_command() -> None:
     """Print the JSON Schema of a touchpoint event."""

@@ -1,0 +1,257 @@
+"""One input partition's state: an engine, the next input offset it reflects, and what
+changed since it was last published. Transport-free, so it is tested without Kafka.
+
+The invariant everything rests on: ``engine`` holds exactly the effect of input records
+``[0, next_offset)`` of this partition. Records below ``next_offset`` are skipped (they
+are redeliveries); a checkpoint stores the engine and ``next_offset`` together, so a
+restored state and the offset to resume from can never disagree.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import numpy as np
+
+from schemas.decode import EventDecoder, EventError
+from schemas.event import TouchpointEvent
+from streams.engine.config import EngineConfig
+from streams.engine.engine import Engine, event_seconds
+from streams.worker import records as rec
+
+Headers = Sequence[tuple[str, bytes]]
+
+
+class InputRecord(Protocol):
+    """What the worker needs from a consumed record (aiokafka's ConsumerRecord fits)."""
+
+    @property
+    def offset(self) -> int: ...
+
+    @property
+    def key(self) -> bytes | None: ...
+
+    @property
+    def value(self) -> bytes | None: ...
+
+    @property
+    def timestamp(self) -> int | None: ...
+
+    @property
+    def headers(self) -> Headers: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An input record that was not counted, with why; its bytes are kept as they came."""
+
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int | None
+    headers: tuple[tuple[str, bytes], ...]
+    status: Literal["rejected", "late"]
+    field: str
+    reason: str
+
+    def dlq_headers(self, topic: str, partition: int) -> list[tuple[str, bytes]]:
+        """The original headers plus the reason and the source position."""
+        ours = {rec.H_STATUS, rec.H_FIELD, rec.H_REASON, rec.H_TOPIC, rec.H_PARTITION,
+                rec.H_OFFSET}
+        kept = [(k, v) for k, v in self.headers if k not in ours]
+        return kept + [
+            (rec.H_STATUS, self.status.encode()),
+            (rec.H_FIELD, self.field.encode()),
+            (rec.H_REASON, self.reason.encode()),
+            (rec.H_TOPIC, topic.encode()),
+            (rec.H_PARTITION, str(partition).encode()),
+            (rec.H_OFFSET, str(self.offset).encode()),
+        ]
+
+
+@dataclass(slots=True)
+class BatchReport:
+    """What became of one batch of records."""
+
+    records: int = 0
+    skipped: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    late: int = 0
+    rejected: int = 0
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+
+
+class PartitionState:
+    """The engine of one input partition and the bookkeeping around it."""
+
+    def __init__(self, partition: int, engine: Engine, next_offset: int,
+                 decoder: EventDecoder | None = None) -> None:
+        self.partition = partition
+        self.engine = engine
+        self.next_offset = next_offset
+        self.decoder = decoder or EventDecoder()
+        self.rejected = 0
+        self._dirty: dict[str, set[int]] = {g: set() for g in engine.granularities}
+        self._published: dict[str, set[int]] = {
+            g: set(gran.tables) for g, gran in engine.granularities.items()
+        }
+        self._meta_dirty = False
+        self._keys = rec.SeriesKeys()
+        self.checkpointed_offset = next_offset
+        self.checkpointed_at = time.monotonic()
+        self.published_offset = next_offset
+        self.published_at = time.monotonic()
+
+    @classmethod
+    def fresh(cls, partition: int, config: EngineConfig,
+              decoder: EventDecoder | None = None) -> PartitionState:
+        """An empty state that starts at the beginning of the partition."""
+        return cls(partition, Engine(config), 0, decoder)
+
+    @classmethod
+    def restore(cls, partition: int, config: EngineConfig, data: bytes,
+                decoder: EventDecoder | None = None) -> PartitionState:
+        """The state saved by ``checkpoint``; raises ``ValueError`` on a foreign one."""
+        cp = rec.decode_checkpoint(data)
+        if cp.partition != partition:
+            raise ValueError(f"checkpoint of partition {cp.partition} read for {partition}")
+        state = cls(partition, Engine.restore(config, cp.snapshot), cp.offset, decoder)
+        state.rejected = state.engine.counters.get("rejected", 0)
+        return state
+
+    # -- processing ----------------------------------------------------------------
+
+    def process(self, records: Sequence[InputRecord]) -> BatchReport:
+        """Decode, validate, dedupe and count a batch of this partition's records.
+
+        Records below ``next_offset`` are redeliveries and skipped. Invalid and late
+        records come back as dead letters (with the reason); duplicates are counted.
+        """
+        report = BatchReport(records=len(records))
+        decode = self.decoder.decode
+        valid: list[TouchpointEvent] = []
+        sources: list[InputRecord] = []
+        next_offset = self.next_offset
+        for record in records:
+            offset = record.offset
+            if offset < next_offset:
+                report.skipped += 1
+                continue
+            next_offset = offset + 1
+            value = record.value
+            try:
+                if value is None:
+                    raise EventError("$", "empty message (no value)")
+                event = decode(value)
+            except EventError as exc:
+                report.dead_letters.append(_dead(record, "rejected", exc.field, exc.reason))
+                continue
+            valid.append(event)
+            sources.append(record)
+        report.rejected = len(report.dead_letters)
+        self.rejected += report.rejected
+        if valid:
+            result = self.engine.ingest(valid)
+            report.accepted = result.accepted
+            report.duplicates = len(result.duplicates)
+            report.late = len(result.late)
+            excluded = {id(e) for e in result.duplicates}
+            if result.late:
+                late = {id(e) for e in result.late}
+                excluded |= late
+                lateness = self.engine.config.allowed_lateness
+                for event, record in zip(valid, sources, strict=True):
+                    if id(event) in late:
+                        report.dead_letters.append(_dead(
+                            record, "late", "occurred_at",
+                            f"more than {lateness} s behind the partition's watermark",
+                        ))
+            if result.accepted:
+                self._mark_dirty([e for e in valid if id(e) not in excluded])
+        self.engine.counters["rejected"] = self.rejected
+        if next_offset != self.next_offset:
+            self._meta_dirty = True
+        self.next_offset = next_offset
+        return report
+
+    def _mark_dirty(self, events: list[TouchpointEvent]) -> None:
+        times = np.fromiter((event_seconds(e) for e in events), dtype=np.int64,
+                            count=len(events))
+        for name, gran in self.engine.granularities.items():
+            self._dirty[name].update(np.unique(gran.bucketing.ids(times)).tolist())
+        self._meta_dirty = True
+
+    @property
+    def events_since_checkpoint(self) -> int:
+        """Input records taken in since the last checkpoint."""
+        return self.next_offset - self.checkpointed_offset
+
+    @property
+    def has_unpublished(self) -> bool:
+        """Whether partial aggregates changed since they were last published."""
+        return self._meta_dirty or any(self._dirty.values())
+
+    # -- outputs ---------------------------------------------------------------------
+
+    def partial_records(self) -> list[tuple[bytes, bytes | None]]:
+        """Changed buckets as absolute state, tombstones for expired ones, then the meta.
+
+        Calling it marks everything returned as published; a caller that fails to
+        deliver them must not checkpoint (a checkpoint would hide the loss).
+        """
+        out: list[tuple[bytes, bytes | None]] = []
+        engine = self.engine
+        keys = engine.series.keys
+        for name, gran in engine.granularities.items():
+            published = self._published[name]
+            current = set(gran.tables)
+            for bucket in sorted(published - current):
+                out.append((rec.bucket_key(self.partition, name, bucket), None))
+            for bucket in sorted(self._dirty[name] & current):
+                table = gran.tables[bucket]
+                used = len(table)
+                out.append((
+                    rec.bucket_key(self.partition, name, bucket),
+                    rec.encode_bucket(self.next_offset,
+                                      self._keys.raw(keys, table.series[:used].tolist()),
+                                      table.data[:used]),
+                ))
+            self._published[name] = current
+            self._dirty[name].clear()
+        out.append((rec.meta_key(self.partition), rec.encode_meta(self.meta())))
+        self._meta_dirty = False
+        self.published_offset = self.next_offset
+        self.published_at = time.monotonic()
+        return out
+
+    def meta(self) -> rec.PartitionMeta:
+        """The partition's meta record."""
+        engine = self.engine
+        n = len(engine.series)
+        return rec.PartitionMeta(
+            offset=self.next_offset,
+            watermark=engine.watermark,
+            counters={k: int(v) for k, v in engine.counters.items()},
+            folded=engine.folded(),
+            latest_keys=self._keys.raw(engine.series.keys, list(range(n))),
+            latest=engine.latest[:n].tolist(),
+        )
+
+    def checkpoint(self) -> bytes:
+        """The whole state and the offset it reflects, as one value."""
+        return rec.encode_checkpoint(self.partition, self.next_offset, self.engine.snapshot())
+
+    def mark_checkpointed(self, offset: int) -> None:
+        """Record that the checkpoint taken at ``offset`` is durable."""
+        self.checkpointed_offset = offset
+        self.checkpointed_at = time.monotonic()
+
+
+def _dead(record: InputRecord, status: Literal["rejected", "late"], field: str,
+          reason: str) -> DeadLetter:
+    return DeadLetter(record.offset, record.key, record.value, record.timestamp,
+                      tuple(record.headers or ()), status, field, reason)

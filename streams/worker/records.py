@@ -1,0 +1,186 @@
+"""The bytes the worker writes: partial aggregates, checkpoints and dead-letter headers.
+
+Partial aggregates are published per (source partition, granularity, bucket) as the
+*absolute* state of that bucket in that partition, with the input offset the state
+reflects. Publishing the same state twice changes nothing, a newer state replaces an
+older one, and the total of a bucket is the sum over partitions of their latest
+records, so redelivery after a crash can never count an event twice.
+
+Keys (UTF-8): ``<partition>/<granularity>/<bucket>`` for a bucket, ``<partition>/meta``
+for the partition's watermark, counters and latest event times. A ``None`` value (a
+tombstone) removes a bucket that expired. Values are msgpack maps with ``v`` = 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+import msgspec
+import numpy as np
+
+from streams.engine.metrics import NCOLS, FloatArray
+from streams.engine.store import SeriesKey
+
+FORMAT_VERSION: Final = 1
+META: Final = "meta"
+
+# Dead-letter headers: the reason travels beside the untouched original bytes.
+H_STATUS: Final = "touchstream.status"  # "rejected" (invalid) or "late"
+H_FIELD: Final = "touchstream.field"
+H_REASON: Final = "touchstream.reason"
+H_TOPIC: Final = "touchstream.source.topic"
+H_PARTITION: Final = "touchstream.source.partition"
+H_OFFSET: Final = "touchstream.source.offset"
+
+_encoder = msgspec.msgpack.Encoder()
+
+
+def bucket_key(partition: int, granularity: str, bucket: int) -> bytes:
+    """Key of one partition's bucket of one granularity."""
+    return f"{partition}/{granularity}/{bucket}".encode()
+
+
+def meta_key(partition: int) -> bytes:
+    """Key of one partition's meta record."""
+    return f"{partition}/{META}".encode()
+
+
+@dataclass(frozen=True, slots=True)
+class PartialKey:
+    """A parsed partials key: ``granularity`` is ``meta`` for the meta record."""
+
+    partition: int
+    granularity: str
+    bucket: int
+
+
+def parse_key(key: bytes) -> PartialKey:
+    """Parse a partials key; raises ``ValueError`` on anything else."""
+    parts = key.decode().split("/")
+    if len(parts) == 2 and parts[1] == META:
+        return PartialKey(int(parts[0]), META, 0)
+    if len(parts) == 3:
+        return PartialKey(int(parts[0]), parts[1], int(parts[2]))
+    raise ValueError(f"not a partials key: {key!r}")
+
+
+def _keys_in(raw: list[Any]) -> list[SeriesKey]:
+    return [(tuple(d), tuple(v), m) for d, v, m in raw]
+
+
+def encode_key(key: SeriesKey) -> msgspec.Raw:
+    """One series key, encoded once (``SeriesKeys`` caches them per series id)."""
+    dims, values, metric = key
+    return msgspec.Raw(_encoder.encode([list(dims), list(values), metric]))
+
+
+class SeriesKeys:
+    """Encoded series keys by engine series id, so each key is encoded only once."""
+
+    def __init__(self) -> None:
+        self._raw: list[msgspec.Raw] = []
+
+    def raw(self, keys: list[SeriesKey], sids: list[int]) -> list[msgspec.Raw]:
+        """The encoded keys of ``sids`` (``keys`` is the engine's registry, by id)."""
+        cache = self._raw
+        if len(cache) < len(keys):
+            cache.extend(encode_key(k) for k in keys[len(cache):])
+        return [cache[s] for s in sids]
+
+
+def encode_bucket(offset: int, keys: list[SeriesKey] | list[msgspec.Raw],
+                  data: FloatArray) -> bytes:
+    """A bucket's rows (one per series) as of input ``offset``."""
+    out: list[Any] = [k if isinstance(k, msgspec.Raw) else encode_key(k) for k in keys]
+    return _encoder.encode({
+        "v": FORMAT_VERSION,
+        "offset": offset,
+        "keys": out,
+        "data": np.ascontiguousarray(data, dtype=np.float64).tobytes(),
+    })
+
+
+@dataclass(frozen=True, slots=True)
+class BucketRows:
+    """A decoded bucket record."""
+
+    offset: int
+    keys: list[SeriesKey]
+    data: FloatArray
+
+
+def decode_bucket(value: bytes) -> BucketRows:
+    """Decode a bucket record."""
+    raw = msgspec.msgpack.decode(value)
+    _check_version(raw)
+    data = np.frombuffer(raw["data"], dtype=np.float64).reshape(-1, NCOLS).copy()
+    keys = _keys_in(raw["keys"])
+    if len(keys) != len(data):
+        raise ValueError("bucket record: keys and rows differ in length")
+    return BucketRows(int(raw["offset"]), keys, data)
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionMeta:
+    """What a partition's state knows besides its buckets."""
+
+    offset: int
+    watermark: int | None
+    counters: dict[str, int]
+    folded: dict[str, int]
+    latest_keys: list[SeriesKey] | list[msgspec.Raw]
+    latest: list[int]
+
+
+def encode_meta(meta: PartitionMeta) -> bytes:
+    """Encode a meta record."""
+    return _encoder.encode({
+        "v": FORMAT_VERSION,
+        "offset": meta.offset,
+        "watermark": meta.watermark,
+        "counters": meta.counters,
+        "folded": meta.folded,
+        "latest_keys": [k if isinstance(k, msgspec.Raw) else encode_key(k)
+                        for k in meta.latest_keys],
+        "latest": np.asarray(meta.latest, dtype=np.int64).tobytes(),
+    })
+
+
+def decode_meta(value: bytes) -> PartitionMeta:
+    """Decode a meta record."""
+    raw = msgspec.msgpack.decode(value)
+    _check_version(raw)
+    return PartitionMeta(
+        int(raw["offset"]), raw["watermark"], dict(raw["counters"]), dict(raw["folded"]),
+        _keys_in(raw["latest_keys"]), np.frombuffer(raw["latest"], dtype=np.int64).tolist(),
+    )
+
+
+def _check_version(raw: Any) -> None:
+    if not isinstance(raw, dict) or raw.get("v") != FORMAT_VERSION:
+        version = raw.get("v") if isinstance(raw, dict) else None
+        raise ValueError(f"unsupported partials record (v={version})")
+
+
+def encode_checkpoint(partition: int, offset: int, snapshot: bytes) -> bytes:
+    """A partition's checkpoint: the engine snapshot and the next input offset it reflects."""
+    return _encoder.encode({"v": FORMAT_VERSION, "partition": partition, "offset": offset,
+                            "engine": snapshot})
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """A decoded checkpoint."""
+
+    partition: int
+    offset: int
+    snapshot: bytes
+
+
+def decode_checkpoint(value: bytes) -> Checkpoint:
+    """Decode a checkpoint."""
+    raw = msgspec.msgpack.decode(value)
+    if not isinstance(raw, dict) or raw.get("v") != FORMAT_VERSION:
+        raise ValueError("unsupported checkpoint format")
+    return Checkpoint(int(raw["partition"]), int(raw["offset"]), bytes(raw["engine"]))

@@ -1,0 +1,182 @@
+"""The worker's topics: their layout from settings, created when missing, checked when not.
+
+- ``touchpoints`` (``topic_partitions``, delete): input events, keyed by customer id;
+- ``touchpoints.dlq`` (``dlq_partitions``, delete): rejected and late events, original
+  bytes, reason in headers;
+- ``touchstream.scores`` (``scores_partitions``, compact): latest score per window,
+  scope value and metric;
+- ``touchstream.alerts`` (``alerts_partitions``, delete): alert state changes (filled by
+  the alerting issue);
+- ``<app_id>-partials`` (``topic_partitions``, compact): internal, partial aggregates
+  per source partition and bucket;
+- ``<app_id>-checkpoints-changelog`` (``topic_partitions``, compact): internal, the Faust
+  table of per-partition checkpoints.
+
+An existing topic with a layout the worker cannot work with is an error that says what
+to do: state is kept per input partition, so the input, partials and changelog topics
+must have exactly ``topic_partitions`` partitions; compacted topics must compact and
+must not delete (that would drop latest values); the input must not compact (that
+would drop events). Other differences (retention, replication) are logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from streams.worker.settings import WorkerSettings
+
+log = logging.getLogger(__name__)
+
+Cleanup = Literal["delete", "compact"]
+
+
+class TopicLayoutError(RuntimeError):
+    """A topic exists with a layout the worker cannot use."""
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """What one topic must look like."""
+
+    name: str
+    partitions: int
+    cleanup: Cleanup
+    role: str
+    strict_partitions: bool
+    config: dict[str, str] = field(default_factory=dict)
+
+    def new_topic(self, replication: int) -> NewTopic:
+        """The kafka-python creation request."""
+        return NewTopic(self.name, self.partitions, replication,
+                        topic_configs={"cleanup.policy": self.cleanup, **self.config})
+
+
+def topic_specs(settings: WorkerSettings) -> list[TopicSpec]:
+    """Every topic the worker reads or writes."""
+    n = settings.topic_partitions
+    compacted = {"min.cleanable.dirty.ratio": "0.1", "segment.ms": str(3_600_000)}
+    return [
+        TopicSpec(settings.topic_touchpoints, n, "delete", "input events", True,
+                  {"retention.ms": str(settings.touchpoints_retention_ms)}),
+        TopicSpec(settings.topic_dlq, settings.dead_letter_partitions, "delete",
+                  "dead letters", False, {"retention.ms": str(settings.dlq_retention_ms)}),
+        TopicSpec(settings.topic_scores, settings.scores_partitions, "compact", "scores",
+                  True, dict(compacted)),
+        TopicSpec(settings.topic_alerts, settings.alerts_partitions, "delete", "alerts",
+                  False, {"retention.ms": str(settings.alerts_retention_ms)}),
+        TopicSpec(settings.partials_topic, n, "compact", "partial aggregates (internal)",
+                  True, dict(compacted)),
+        TopicSpec(settings.checkpoint_changelog, n, "compact",
+                  "checkpoint changelog (internal)", True, dict(compacted)),
+    ]
+
+
+def ensure_topics(settings: WorkerSettings, *, timeout: float = 30.0) -> list[str]:
+    """Create missing topics (if ``create_topics``) and check existing ones.
+
+    Returns the names created. Raises ``TopicLayoutError`` naming every problem found.
+    """
+    specs = topic_specs(settings)
+    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers,
+                             client_id=f"{settings.app_id}-admin",
+                             request_timeout_ms=int(timeout * 1000))
+    try:
+        existing = _describe(admin, [s.name for s in specs])
+        missing = [s for s in specs if s.name not in existing]
+        problems: list[str] = []
+        if missing and not settings.create_topics:
+            problems += [f"topic {s.name!r} ({s.role}) does not exist and "
+                         "TOUCHSTREAM_CREATE_TOPICS is off" for s in missing]
+        created: list[str] = []
+        if missing and settings.create_topics:
+            for spec in missing:
+                try:
+                    admin.create_topics([spec.new_topic(settings.topic_replication)],
+                                        timeout_ms=int(timeout * 1000))
+                    created.append(spec.name)
+                    log.info("created topic %s: %d partitions, %s (%s)", spec.name,
+                             spec.partitions, spec.cleanup, spec.role)
+                except TopicAlreadyExistsError:
+                    pass  # another worker created it meanwhile; checked below
+            existing = _wait_described(admin, [s.name for s in specs], timeout)
+        configs = _configs(admin, [s.name for s in specs if s.name in existing])
+        for spec in specs:
+            if spec.name in existing:
+                problems += _check(spec, existing[spec.name], configs.get(spec.name, {}),
+                                   settings)
+        if problems:
+            raise TopicLayoutError(
+                "Kafka topics do not fit this worker's settings:\n  - "
+                + "\n  - ".join(problems)
+                + "\nFix the settings (TOUCHSTREAM_TOPIC_*) or the topics; a topic's "
+                  "partition count cannot shrink, and changing it for the input means "
+                  "re-partitioning the state (new app id and fresh internal topics).")
+        return created
+    finally:
+        admin.close()
+
+
+def _describe(admin: KafkaAdminClient, names: list[str]) -> dict[str, int]:
+    """Existing topics among ``names`` and their partition counts."""
+    out: dict[str, int] = {}
+    for desc in admin.describe_topics(names):
+        if desc.get("error_code", 0) == 0 and desc.get("partitions"):
+            out[str(desc["name"])] = len(desc["partitions"])
+    return out
+
+
+def _wait_described(admin: KafkaAdminClient, names: list[str],
+                    timeout: float) -> dict[str, int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = _describe(admin, names)
+        if len(found) == len(names) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
+
+
+def _configs(admin: KafkaAdminClient, names: list[str]) -> dict[str, dict[str, str]]:
+    if not names:
+        return {}
+    result: Any = admin.describe_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, n) for n in names], config_filter="all")
+    topics = result.get("topic", {}) if isinstance(result, dict) else {}
+    return {name: {k: str(v.get("value")) for k, v in entries.items()}
+            for name, entries in topics.items()}
+
+
+def _check(spec: TopicSpec, partitions: int, config: dict[str, str],
+           settings: WorkerSettings) -> list[str]:
+    problems: list[str] = []
+    if partitions != spec.partitions:
+        message = (f"topic {spec.name!r} ({spec.role}) has {partitions} partitions, "
+                   f"settings say {spec.partitions}")
+        if spec.strict_partitions:
+            problems.append(message)
+        else:
+            log.warning("%s; using it as it is", message)
+    policy = {p.strip() for p in config.get("cleanup.policy", "delete").split(",")}
+    if spec.cleanup == "compact" and policy != {"compact"}:
+        problems.append(f"topic {spec.name!r} ({spec.role}) must be compacted "
+                        f"(cleanup.policy=compact), it has {','.join(sorted(policy))}")
+    if spec.cleanup == "delete" and "compact" in policy:
+        problems.append(f"topic {spec.name!r} ({spec.role}) must not be compacted "
+                        f"(compaction would drop records), it has "
+                        f"cleanup.policy={','.join(sorted(policy))}")
+    retention = spec.config.get("retention.ms")
+    if retention is not None and config.get("retention.ms") not in (None, retention):
+        log.info("topic %s keeps records for retention.ms=%s (settings: %s)", spec.name,
+                 config.get("retention.ms"), retention)
+    return problems
+
+
+def faust_topic(app: Any, name: str, partitions: int) -> Any:
+    """A raw-bytes Faust topic (the worker decodes values itself, in batches)."""
+    return app.topic(name, key_serializer="raw", value_serializer="raw",
+                     partitions=partitions, internal=False)

@@ -1,0 +1,236 @@
+"""The worker's transport-free core, without a broker: per-partition states with crashes,
+replays and restores, merged from their partials, equal one engine over every event.
+
+(Pure tests: they need no Kafka and could live in tests/streams/worker/.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import zlib
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from worker_support import TEST_CONFIG, Produced, engine_differences, make_stream, oracle
+
+from streams.worker import records as rec
+from streams.worker.merge import MergedView
+from streams.worker.partition import PartitionState
+from streams.worker.tables import CheckpointError, CheckpointStore
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp: int | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+def partitioned(n: int, seed: int, partitions: int, span: timedelta = timedelta(hours=2),
+                ) -> tuple[dict[int, list[Record]], list[Produced]]:
+    items = make_stream(n, seed=seed, span=span)
+    by_partition: dict[int, list[Record]] = {p: [] for p in range(partitions)}
+    produced = []
+    for item in items:
+        p = zlib.crc32(item.key or b"") % partitions
+        offset = len(by_partition[p])
+        by_partition[p].append(Record(offset, item.key, item.value))
+        produced.append(Produced(item, p, offset))
+    return by_partition, produced
+
+
+def run_with_crashes(partition: int, records: list[Record], rng: random.Random,
+                     sink: list[tuple[bytes, bytes | None]]) -> PartitionState:
+    """Process in random batches; publish and checkpoint at random; crash at random.
+
+    A crash throws the state away and restores the last checkpoint; the input is read
+    again from the checkpoint's offset or from further back (a stale committed offset).
+    Everything published stays published, as on a real topic.
+    """
+    state = PartitionState.fresh(partition, TEST_CONFIG)
+    checkpoint: bytes | None = None
+    position = 0
+    crashes = 0
+    while position < len(records):
+        batch = records[position: position + rng.randint(1, 60)]
+        state.process(batch)
+        position = batch[-1].offset + 1
+        if rng.random() < 0.5:
+            sink.extend(state.partial_records())
+        if rng.random() < 0.25:
+            sink.extend(state.partial_records())  # partials are out before the checkpoint
+            checkpoint = state.checkpoint()
+        if rng.random() < 0.1 and crashes < 5:
+            crashes += 1
+            state = (PartitionState.fresh(partition, TEST_CONFIG) if checkpoint is None
+                     else PartitionState.restore(partition, TEST_CONFIG, checkpoint))
+            position = rng.randint(0, state.next_offset)
+    sink.extend(state.partial_records())
+    return state
+
+
+@pytest.mark.parametrize(("seed", "hours"), [(1, 2), (2, 2), (3, 9), (4, 30)])
+def test_states_with_crashes_merge_to_one_engine(seed: int, hours: int) -> None:
+    """Over 9 and 30 hours, minute and hour buckets expire (tombstones) on the way."""
+    rng = random.Random(seed)
+    by_partition, produced = partitioned(1500, seed, 4, timedelta(hours=hours))
+    published: dict[int, list[tuple[bytes, bytes | None]]] = {}
+    for p, records in by_partition.items():
+        published[p] = []
+        run_with_crashes(p, records, rng, published[p])
+    # Partitions' records interleave arbitrarily; each partition's stay in order.
+    tombstones = sum(1 for records in published.values() for _, v in records if v is None)
+    assert tombstones > 0 or hours < 4
+    view = MergedView(TEST_CONFIG)
+    cursors = dict.fromkeys(published, 0)
+    while any(cursors[p] < len(published[p]) for p in published):
+        p = rng.choice([p for p in published if cursors[p] < len(published[p])])
+        key, value = published[p][cursors[p]]
+        view.apply(key, value)
+        cursors[p] += 1
+    want = oracle(TEST_CONFIG, produced)
+    assert engine_differences(view.engine(), want, TEST_CONFIG) == []
+    kinds: dict[str, int] = {}
+    for item in produced:
+        kinds[item.item.kind] = kinds.get(item.item.kind, 0) + 1
+    got = view.counters()
+    assert got["accepted"] == want.counters["accepted"] == kinds["valid"]
+    assert got["duplicate"] == kinds["duplicate"]
+    assert got["rejected"] == kinds["invalid"]
+    assert view.source_offsets() == {p: len(r) for p, r in by_partition.items()}
+
+
+def test_a_stale_writer_cannot_roll_a_bucket_back() -> None:
+    by_partition, produced = partitioned(300, 7, 1)
+    records = by_partition[0]
+    state = PartitionState.fresh(0, TEST_CONFIG)
+    state.process(records[:100])
+    old = state.partial_records()
+    state.process(records[100:])
+    new = state.partial_records()
+    view = MergedView(TEST_CONFIG)
+    for key, value in new + old:  # the old state arrives last, as from a zombie
+        view.apply(key, value)
+    assert engine_differences(view.engine(), oracle(TEST_CONFIG, produced), TEST_CONFIG) == []
+    assert view.records_ignored > 0
+
+
+def test_dead_letters_keep_bytes_and_say_why() -> None:
+    state = PartitionState.fresh(3, TEST_CONFIG)
+    report = state.process([Record(0, b"k", b'{"kind": "csat"', 1234, (("h", b"v"),)),
+                            Record(1, b"k", None)])
+    assert [d.status for d in report.dead_letters] == ["rejected", "rejected"]
+    first = report.dead_letters[0]
+    headers = dict(first.dlq_headers("touchpoints", 3))
+    assert first.value == b'{"kind": "csat"' and first.timestamp_ms == 1234
+    assert headers["h"] == b"v"
+    assert headers[rec.H_FIELD] == b"$" and headers[rec.H_STATUS] == b"rejected"
+    assert headers[rec.H_PARTITION] == b"3" and headers[rec.H_OFFSET] == b"0"
+    assert headers[rec.H_REASON].startswith(b"not valid JSON")
+    assert state.next_offset == 2
+    assert state.process([Record(1, b"k", None)]).skipped == 1
+
+
+# -- checkpoints over a changelog ---------------------------------------------------------
+
+
+class FakeStore:
+    """What CheckpointStore uses of a Faust store: get and apply_changelog_batch."""
+
+    def __init__(self) -> None:
+        self.data: dict[bytes, bytes] = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.data.get(key)
+
+    def apply_changelog_batch(self, batch: Any, to_key: Any, to_value: Any) -> None:
+        for event in batch:
+            if event.message.value is None:
+                self.data.pop(to_key(event.key), None)
+            else:
+                self.data[to_key(event.key)] = to_value(event.value)
+
+
+class FakeTopic:
+    def get_topic_name(self) -> str:
+        return "app-checkpoints-changelog"
+
+
+class FakeTable:
+    def __init__(self) -> None:
+        self.data = FakeStore()
+        self.changelog_topic = FakeTopic()
+
+    def _to_key(self, k: Any) -> Any:
+        return k
+
+    def _to_value(self, v: Any) -> Any:
+        return v
+
+
+class Changelog:
+    """A compaction-free log; ``fail_after`` makes the n-th send raise (a crash)."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple[int, bytes, bytes | None]] = []
+        self.fail_after: int | None = None
+
+    async def send(self, topic: str, key: bytes, value: bytes | None, partition: int) -> int:
+        if self.fail_after is not None:
+            if self.fail_after == 0:
+                raise ConnectionError("broker gone")
+            self.fail_after -= 1
+        self.log.append((partition, key, value))
+        return len(self.log) - 1
+
+    def recover(self) -> FakeTable:
+        """A new table filled from the log, as Faust's recovery does."""
+        table = FakeTable()
+        for _, key, value in self.log:
+            if value is None:
+                table.data.data.pop(key, None)
+            else:
+                table.data.data[key] = value
+        return table
+
+
+def test_large_checkpoints_are_chunked_and_replaced_atomically() -> None:
+    changelog = Changelog()
+    store = CheckpointStore(FakeTable(), changelog.send, chunk_bytes=1024)
+    first = bytes(random.Random(1).randbytes(5000))
+    second = bytes(random.Random(2).randbytes(3000))
+    asyncio.run(store.write(2, 100, first))
+    assert store.read(2) == first and store.stored_offset(2) == 100
+    assert store.read(1) is None
+    asyncio.run(store.write(2, 200, second))
+    assert store.read(2) == second and store.stored_offset(2) == 200
+    # The first generation's five chunks were tombstoned after the new manifest.
+    assert sum(1 for _, _, v in changelog.log if v is None) == 5
+    assert CheckpointStore(changelog.recover(), changelog.send, 1024).read(2) == second
+    # A crash after some chunks of a third checkpoint leaves the second one readable,
+    # locally and after recovery from the changelog.
+    changelog.fail_after = 2
+    with pytest.raises(ConnectionError):
+        asyncio.run(store.write(2, 300, bytes(4000)))
+    assert store.read(2) == second
+    assert CheckpointStore(changelog.recover(), changelog.send, 1024).read(2) == second
+    # Small checkpoints travel inline in the manifest.
+    changelog.fail_after = None
+    asyncio.run(store.write(2, 400, b"small"))
+    assert store.read(2) == b"small" and store.stored_offset(2) == 400
+
+
+def test_a_checkpoint_with_a_lost_chunk_is_an_error_not_a_silent_reset() -> None:
+    changelog = Changelog()
+    table = FakeTable()
+    store = CheckpointStore(table, changelog.send, chunk_bytes=1024)
+    asyncio.run(store.write(0, 10, bytes(3000)))
+    chunk = next(k for k in table.data.data if k.count(b"/") == 2)
+    del table.data.data[chunk]
+    with pytest.raises(CheckpointError, match="lacks chunk"):
+        store.read(0)
