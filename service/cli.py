@@ -244,6 +244,20 @@ def worker_command() -> None:
     worker_main()
 
 
+@app.command("api")
+def api_command(
+    host: Annotated[str | None, typer.Option(help="Bind address (TOUCHSTREAM_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (TOUCHSTREAM_PORT).")] = None,
+) -> None:
+    """Serve the HTTP API over a Kafka deployment (topics and bootstrap as the workers')."""
+    from service.kafka import serve as serve_kafka
+    from streams.worker.settings import WorkerSettings
+
+    settings = Settings()
+    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    serve_kafka(settings.model_copy(update=overrides), WorkerSettings())
+
+
 @app.command("schema")
 def schema_command() -> None:
     """Print the JSON Schema of a touchpoint event."""

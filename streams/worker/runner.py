@@ -1,0 +1,152 @@
+"""The Kafka runner: the API's view of a deployment of faust-streaming workers.
+
+Ingestion validates each event and produces it to the ``touchpoints`` topic keyed by
+``customer_id`` (acks from every in-sync replica, idempotent producer) and answers once
+the broker has acknowledged it; rejects go to the dead-letter topic with the reason in
+headers. Reads come from a ``ScoresReader``: the compacted partials topic materialized
+into a merged engine, so every API replica that has caught up gives the same answers.
+Duplicate and late decisions are the workers', so ingestion answers ``accepted`` (or
+``rejected``) only. Pulse studies and per-customer state live in the embedded runner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from schemas.decode import EventDecoder, EventError, encode
+from streams.engine.detect import DetectionConfig, Detector
+from streams.engine.engine import Engine
+from streams.engine.pulses import PulseError
+from streams.runner import EventOutcome, PulseRequest
+from streams.worker.reader import ScoresReader, read_dead_letters
+from streams.worker.settings import WorkerSettings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+DETECT_EVERY = 60
+
+
+class KafkaRunner:
+    """:class:`~streams.runner.Runner` over Kafka topics and the workers' merged view."""
+
+    def __init__(self, settings: WorkerSettings, detection: DetectionConfig | None = None,
+                 decoder: EventDecoder | None = None) -> None:
+        self.settings = settings
+        self.config = settings.load_engine_config()
+        self.reader = ScoresReader.from_settings(settings)
+        self._decoder = decoder or EventDecoder()
+        self._detector = Detector(detection if detection is not None else DetectionConfig())
+        self._producer: AIOKafkaProducer | None = None
+        self._failure = "not started"
+        self._detect_task: asyncio.Task[None] | None = None
+
+    async def start(self, timeout: float = 60.0) -> None:
+        """Connect the producer and catch the merged view up with the partials topic."""
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.bootstrap_servers, acks="all",
+            enable_idempotence=True, linger_ms=5)
+        await self._producer.start()
+        await self.reader.start(timeout)
+        self._failure = ""
+        self._detect_task = asyncio.create_task(self._detect_loop())
+
+    async def stop(self) -> None:
+        """Stop the detector loop, the reader and the producer (flushing it)."""
+        if self._detect_task is not None:
+            self._detect_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._detect_task
+        await self.reader.stop()
+        if self._producer is not None:
+            await self._producer.stop()
+        self._failure = "stopped"
+
+    async def _detect_loop(self) -> None:
+        while True:
+            try:
+                engine = self.reader.engine()
+                if engine.watermark is not None and self._detector.due(engine.watermark,
+                                                                       DETECT_EVERY):
+                    self._detector.evaluate(engine, engine.watermark)
+            except Exception:  # a failed evaluation is logged; the next one retries
+                log.exception("alert evaluation on the merged view failed")
+            await asyncio.sleep(1.0)
+
+    def _require(self) -> AIOKafkaProducer:
+        if self._producer is None or self._failure:
+            raise RuntimeError(f"the Kafka runner is not ready: {self._failure}")
+        return self._producer
+
+    async def submit(self, items: Sequence[Any]) -> list[EventOutcome]:
+        """Validate, produce, and answer once the broker has acknowledged every event."""
+        producer = self._require()
+        outcomes: list[EventOutcome] = []
+        sends: list[asyncio.Future[Any]] = []
+        for index, item in enumerate(items):
+            try:
+                event = self._decoder.convert(item)
+            except EventError as exc:
+                event_id = item.get("event_id") if isinstance(item, dict) else None
+                outcomes.append(EventOutcome(index, "rejected",
+                                             event_id if isinstance(event_id, str) else None,
+                                             exc.field, exc.reason))
+                sends.append(await producer.send(
+                    self.settings.topic_dlq, value=orjson.dumps(item), headers=[
+                        ("touchstream.status", b"rejected"),
+                        ("touchstream.field", exc.field.encode()),
+                        ("touchstream.reason", exc.reason.encode()),
+                        ("touchstream.source.topic", b"http")]))
+                continue
+            outcomes.append(EventOutcome(index, "accepted", event.event_id))
+            sends.append(await producer.send(
+                self.settings.topic_touchpoints, key=event.customer_id.encode(),
+                value=encode(event)))
+        await asyncio.gather(*sends)
+        return outcomes
+
+    async def read(self, query: Callable[[Engine], T]) -> T:
+        """Run ``query`` on the merged engine of every partition."""
+        self._require()
+        return query(self.reader.engine())
+
+    async def read_detector(self, query: Callable[[Detector], T]) -> T:
+        """Alerts evaluated on the merged view by this API process."""
+        return query(self._detector)
+
+    async def start_pulse(self, request: PulseRequest) -> None:
+        """Not on the Kafka path yet: studies need a control record in every partition."""
+        raise PulseError("runner", "pulse studies run on the embedded runner; the Kafka "
+                                     "workers do not support them yet")
+
+    async def end_pulse(self, pulse_id: str) -> None:
+        """No studies exist on the Kafka path."""
+        raise KeyError(pulse_id)
+
+    async def dead_letters(self, limit: int, offset: int) -> list[dict[str, Any]]:
+        """The newest dead letters from the topic (offset pages within the newest)."""
+        found = await read_dead_letters(self.settings, limit + offset)
+        return [
+            {"kind": d["status"], "field": d["field"], "reason": d["reason"],
+             "received_at": datetime.fromtimestamp(d["received_at"] / 1000, UTC).isoformat(),
+             "payload": (d["value"] or b"").decode("utf-8", "replace"),
+             "partition": d["partition"], "offset": d["offset"]}
+            for d in found[offset: offset + limit]
+        ]
+
+    async def ready(self) -> tuple[bool, str]:
+        """Ready once the producer is connected and the merged view has caught up."""
+        if self._failure:
+            return False, self._failure
+        try:
+            self.reader.engine()
+        except Exception as exc:  # the reader's own failure, reported as the reason
+            return False, f"merged view unavailable: {exc}"
+        return True, f"ok (merged view of {len(self.reader.source_offsets())} partitions)"
