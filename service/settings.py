@@ -22,13 +22,7 @@ from pydantic_settings import (
 )
 
 from streams.engine.config import EngineConfig
-from streams.engine.detect import (
-    DetectionConfig,
-    DriftRule,
-    DropRule,
-    FollowUpRule,
-    TargetRule,
-)
+from streams.engine.detect import DetectionConfig, default_detection
 
 Scope = Literal["read", "write", "admin"]
 SCOPES: tuple[Scope, ...] = ("read", "write", "admin")
@@ -164,17 +158,3 @@ class Settings(BaseSettings):
         data = json.loads(self.detection_config.read_text(encoding="utf-8"))
         return DetectionConfig.model_validate(data)
 
-
-def default_detection(engine: EngineConfig) -> DetectionConfig:
-    """Rules a first run can live with: drops of the last hour against the 7 days before
-    (CSAT, NPS, CES, resolution) in every scope, scores below their configured target,
-    a slow CSAT drift overall, and follow-ups for detractors and unresolved contacts."""
-    targeted = sorted({t.metric for t in engine.targets if t.metric != "rating"})
-    return DetectionConfig(
-        drops=tuple(DropRule(name=f"{m}-drop-1h", metric=m)
-                    for m in ("csat", "nps", "ces", "outcome")),
-        targets=tuple(TargetRule(name=f"{m}-below-target", metric=m) for m in targeted),
-        drifts=(DriftRule(name="csat-drift", metric="csat"),),
-        followups=(FollowUpRule(name="detractor", condition="detractor"),
-                   FollowUpRule(name="unresolved", condition="unresolved")),
-    )

@@ -76,7 +76,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from schemas.event import TouchpointEvent
 from streams.engine import stats
-from streams.engine.config import CALENDAR_UNITS, DIMENSIONS, CalendarUnit
+from streams.engine.config import CALENDAR_UNITS, DIMENSIONS, CalendarUnit, EngineConfig
 from streams.engine.dimensions import NONE, OTHER
 from streams.engine.engine import Engine
 from streams.engine.metrics import BOTTOM, SUM, SUMSQ, TOP, FloatArray, N, Observation, score
@@ -1125,3 +1125,18 @@ class FollowUpBook:
         self.open = {f["id"]: FollowUp(**f) for f in state["open"]}
         closed = state["closed"][-self.closed_kept:] if self.closed_kept else []
         self.closed = deque(FollowUp(**f) for f in closed)
+
+
+def default_detection(engine: EngineConfig) -> DetectionConfig:
+    """Rules a first run can live with: drops of the last hour against the 7 days before
+    (CSAT, NPS, CES, resolution) in every scope, scores below their configured target,
+    a slow CSAT drift overall, and follow-ups for detractors and unresolved contacts."""
+    targeted = sorted({t.metric for t in engine.targets if t.metric != "rating"})
+    return DetectionConfig(
+        drops=tuple(DropRule(name=f"{m}-drop-1h", metric=m)
+                    for m in ("csat", "nps", "ces", "outcome")),
+        targets=tuple(TargetRule(name=f"{m}-below-target", metric=m) for m in targeted),
+        drifts=(DriftRule(name="csat-drift", metric="csat"),),
+        followups=(FollowUpRule(name="detractor", condition="detractor"),
+                   FollowUpRule(name="unresolved", condition="unresolved")),
+    )

@@ -36,12 +36,15 @@ from collections import Counter, defaultdict
 from collections.abc import Awaitable, Sequence
 from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka import TopicPartition as AIOKafkaTopicPartition
 from faust.types import TP
 
 from schemas.decode import EventDecoder
 from streams.engine.config import EngineConfig
+from streams.engine.detect import Detector
+from streams.engine.engine import Engine
 from streams.worker import scores as sc
 from streams.worker.partition import BatchReport, PartitionState
 from streams.worker.reader import ScoresReader, read_compacted
@@ -382,6 +385,10 @@ class TouchpointProcessor:
                 f" uptime={elapsed:.0f}s")
 
 
+DETECT_EVERY = 60
+"""Event-time seconds between alert evaluations on the merged view."""
+
+
 class ScoresPublisher:
     """On the group leader: merged partials in, changed scores out (compacted topic)."""
 
@@ -396,6 +403,8 @@ class ScoresPublisher:
         self._last_offsets: dict[int, int] | None = None
         self.lock = asyncio.Lock()
         self.rounds = 0
+        self.detection = settings.load_detection_config(config)
+        self.detector = Detector(self.detection)
 
     async def tick(self) -> None:
         """Publish a round if this worker leads the group; stop reading if it no longer does."""
@@ -452,6 +461,26 @@ class ScoresPublisher:
         self._last_offsets = offsets
         self.rounds += 1
         log.debug("published %d score changes (offsets %s)", len(changes), offsets)
+        await self._alerts(engine)
+
+    async def _alerts(self, engine: Engine) -> None:
+        """Evaluate the alert rules on the merged view; publish each state change.
+
+        Only the group leader evaluates, so one change is published once (keyed by
+        alert id). A new leader starts with a fresh detector: alerts open at takeover
+        time re-open under new ids, and the old ids resolve by their clear time.
+        """
+        watermark = engine.watermark
+        if watermark is None or not self.detector.due(watermark, DETECT_EVERY):
+            return
+        changes = self.detector.evaluate(engine, watermark)
+        topic = self.settings.topic_alerts
+        futures = [await self.output.enqueue(topic, c.alert.id.encode(),
+                                             orjson.dumps(c.to_dict()), None)
+                   for c in changes]
+        await asyncio.gather(*futures)
+        if changes:
+            log.info("published %d alert changes", len(changes))
 
     async def stop(self) -> None:
         """Stop reading (worker shutdown)."""

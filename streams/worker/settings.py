@@ -14,6 +14,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.engine.config import EngineConfig
+from streams.engine.detect import DetectionConfig, default_detection
 
 _DAY_MS = 86_400_000
 
@@ -56,6 +57,9 @@ class WorkerSettings(BaseSettings):
     store: str = "rocksdb://"
     """Faust table store: ``rocksdb://`` (production) or ``memory://`` (tests)."""
     engine_config: Path | None = None
+    detection_config: Path | None = None
+    """JSON ``DetectionConfig`` for the alerts the group leader publishes; default rules
+    when unset (``streams.engine.detect.default_detection``)."""
     """JSON file with the engine configuration; defaults when unset."""
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
     standby_replicas: Annotated[int, Field(ge=0, le=10)] = 1
@@ -131,6 +135,13 @@ class WorkerSettings(BaseSettings):
     def dead_letter_partitions(self) -> int:
         """Partitions of the dead-letter topic (default: as many as the input)."""
         return self.dlq_partitions or self.topic_partitions
+
+    def load_detection_config(self, engine: EngineConfig) -> DetectionConfig:
+        """The alert rules: the JSON file named by ``detection_config``, or the defaults."""
+        if self.detection_config is None:
+            return default_detection(engine)
+        data = json.loads(self.detection_config.read_text(encoding="utf-8"))
+        return DetectionConfig.model_validate(data)
 
     def load_engine_config(self) -> EngineConfig:
         """The engine configuration: the JSON file named by ``engine_config``, or defaults."""
