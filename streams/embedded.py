@@ -764,6 +764,10 @@ class EmbeddedRunner:
         """Run a read-only ``query`` against the engine, never mid-batch."""
         return await asyncio.to_thread(self.read_blocking, query)
 
+    async def read_state(self, key: str | None, query: Callable[[Engine], T | None]) -> T | None:
+        """Customers and journeys live in the one engine: the same as :meth:`read`."""
+        return await self.read(query)
+
     async def read_detector(self, query: Callable[[Detector], T]) -> T:
         """Run a read-only ``query`` against the detector (alerts and follow-ups)."""
         return await asyncio.to_thread(self.read_detector_blocking, query)

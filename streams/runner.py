@@ -62,6 +62,11 @@ class Runner(Protocol):
         """Run a read-only ``query`` against a consistent engine state."""
         ...
 
+    async def read_state(self, key: str | None, query: Callable[[Engine], T | None]) -> T | None:
+        """Per-customer or per-journey state: ``query`` on the engine that holds ``key``'s
+        customer (``None``: look everywhere; the first non-None answer wins)."""
+        ...
+
     async def read_detector(self, query: Callable[[Detector], T]) -> T:
         """Run a read-only ``query`` against the alert and follow-up state."""
         ...

@@ -8,6 +8,7 @@ from fastapi import APIRouter, HTTPException
 
 from service.deps import IdPath, ReadKey, RunnerDep
 from service.views import journey_view
+from streams.engine.engine import Engine
 
 router = APIRouter(prefix="/v1/journeys", tags=["journeys"])
 
@@ -16,11 +17,11 @@ router = APIRouter(prefix="/v1/journeys", tags=["journeys"])
 async def get_journey(journey_id: IdPath, runner: RunnerDep, _: ReadKey) -> dict[str, Any]:
     """Channels, touchpoints, stages reached, duration and journey score (0-100)."""
 
-    def find(engine: Any) -> dict[str, Any] | None:
+    def find(engine: Engine) -> dict[str, Any] | None:
         journey = engine.journeys.get(journey_id)
         return None if journey is None else journey.view()
 
-    found = await runner.read(find)
+    found = await runner.read_state(None, find)
     if found is None:
         raise HTTPException(404, detail=f"journey {journey_id!r} is unknown or expired")
     return journey_view(found)

@@ -14,24 +14,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import orjson
 from aiokafka import AIOKafkaProducer
+from kafka.partitioner.default import murmur2
 
 from schemas.decode import EventDecoder, EventError, encode
 from streams.engine.detect import DetectionConfig, Detector
 from streams.engine.engine import Engine
 from streams.engine.pulses import PulseError
 from streams.runner import EventOutcome, PulseRequest
-from streams.worker.reader import ScoresReader, read_dead_letters
+from streams.worker.reader import ScoresReader, read_dead_letters, read_partition_engine
 from streams.worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 DETECT_EVERY = 60
+STATE_TTL = 5.0
+"""Seconds a partition's checkpointed engine is reused for customer/journey reads."""
+
+
+def _partition_of(key: str, partitions: int) -> int:
+    """The partition Kafka's default (murmur2) partitioner gives ``key``."""
+    hashed: int = murmur2(key.encode())
+    return (hashed & 0x7FFFFFFF) % partitions
 
 
 class KafkaRunner:
@@ -47,6 +57,7 @@ class KafkaRunner:
         self._producer: AIOKafkaProducer | None = None
         self._failure = "not started"
         self._detect_task: asyncio.Task[None] | None = None
+        self._states: dict[int, tuple[Engine | None, float]] = {}
 
     async def start(self, timeout: float = 60.0) -> None:
         """Connect the producer and catch the merged view up with the partials topic."""
@@ -116,6 +127,30 @@ class KafkaRunner:
         """Run ``query`` on the merged engine of every partition."""
         self._require()
         return query(self.reader.engine())
+
+    async def read_state(self, key: str | None, query: Callable[[Engine], T | None]) -> T | None:
+        """Customers and journeys live in their input partition's state: route ``key``
+        (a customer id) to its partition the way producers do (murmur2), or look in
+        every partition when there is no key (journeys). Each partition's engine comes
+        from its last checkpoint (at most ``checkpoint_interval`` old), cached briefly."""
+        self._require()
+        count = self.settings.topic_partitions
+        partitions = range(count) if key is None else [_partition_of(key, count)]
+        for partition in partitions:
+            engine = await self._partition_engine(partition)
+            found = None if engine is None else query(engine)
+            if found is not None:
+                return found
+        return None
+
+    async def _partition_engine(self, partition: int) -> Engine | None:
+        cached = self._states.get(partition)
+        if cached is not None and time.monotonic() - cached[1] < STATE_TTL:
+            return cached[0]
+        loaded = await read_partition_engine(self.settings, partition, self.config)
+        engine = None if loaded is None else loaded[0]
+        self._states[partition] = (engine, time.monotonic())
+        return engine
 
     async def read_detector(self, query: Callable[[Detector], T]) -> T:
         """Alerts evaluated on the merged view by this API process."""

@@ -37,6 +37,7 @@ def events(n: int) -> list[dict[str, Any]]:
              "customer_id": f"c-{i % 40}", "touchpoint": "support",
              "channel": ("chat", "phone", "web")[i % 3],
              "segment": ("smb", "enterprise")[i % 2], "kind": "csat", "value": 1 + i % 5,
+             "journey_id": f"jr-{i % 40}", "journey_type": "support_case",
              "comment": "Þakka þér 🙏" if i % 10 == 0 else None} for i in range(n)]
 
 
@@ -94,6 +95,20 @@ async def test_events_posted_to_the_api_are_scored_by_the_workers(
                 assert [(s["scope"], s["metric"], s["n"], round(s["value"], 12))
                         for s in got] == expected
                 assert (await client.get("/readyz")).status_code == 200
+            # Per-customer and per-journey state lives in the partitions' checkpoints.
+            async def customer_seen() -> bool:
+                found = await clients[1].get("/v1/customers/c-7")
+                return found.status_code == 200 and found.json()["signals"] == 15
+
+            await wait_for(customer_seen, 60, "customer c-7 in its partition", workers)
+            assert (await clients[0].get("/v1/customers/nobody")).status_code == 404
+
+            async def journey_seen() -> bool:
+                return (await clients[0].get("/v1/journeys/jr-3")).status_code == 200
+
+            await wait_for(journey_seen, 60, "journey jr-3", workers)
+            journey = (await clients[0].get("/v1/journeys/jr-3")).json()
+            assert journey["events"] == 600 // 40 and journey["customer_id"] == "c-3"
             letters = (await clients[0].get("/v1/dead-letters")).json()["items"]
             assert any(d["kind"] == "rejected" and d["field"] == "value" for d in letters)
             pulse = await clients[0].post("/v1/pulses", json={
