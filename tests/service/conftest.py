@@ -3,49 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
+from service_support import ADMIN, CONFIG, READ, WRITE, auth, event  # noqa: F401
 
 from service.app import create_app
 from service.settings import Settings
 from streams.embedded import EmbeddedRunner
-from streams.engine.config import EngineConfig, Target
-
-READ, WRITE, ADMIN = "read-key-0123456789", "write-key-0123456789", "admin-key-0123456789"
-NOW = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
-
-CONFIG = EngineConfig(
-    scopes=((), ("channel",), ("segment",), ("channel", "segment")),
-    targets=(Target(metric="csat", value=0.8), Target(metric="csat", value=0.9,
-                                                      segment="enterprise")),
-)
-
-
-def event(i: int, **fields: Any) -> dict[str, Any]:
-    """A valid event, ``i`` seconds after NOW, with overrides."""
-    base: dict[str, Any] = {
-        "event_id": f"evt-{i}",
-        "occurred_at": (NOW + timedelta(seconds=i)).isoformat(),
-        "customer_id": f"cus-{i % 7}",
-        "touchpoint": "support",
-        "channel": "chat",
-        "segment": "enterprise",
-        "kind": "csat",
-        "value": 5 if i % 4 else 2,
-    }
-    base.update(fields)
-    return base
-
-
-def auth(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
 
 
 @pytest.fixture

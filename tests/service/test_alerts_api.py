@@ -9,10 +9,10 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ADMIN, CONFIG, auth
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
+from service_support import ADMIN, CONFIG, auth
 
 from service.app import create_app
 from service.metrics import read_alerts, read_scoreboard

@@ -8,8 +8,8 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ADMIN, NOW, READ, WRITE, auth, event
 from prometheus_client.parser import text_string_to_metric_families
+from service_support import ADMIN, NOW, READ, WRITE, auth, event
 
 from service.app import create_app
 from service.metrics import read_scoreboard

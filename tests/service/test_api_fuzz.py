@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import schemathesis
-from conftest import ADMIN, CONFIG
 from fastapi import FastAPI
 from hypothesis import HealthCheck, given, settings
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
+from service_support import ADMIN, CONFIG
 
 from service.app import create_app
 from service.settings import Settings

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import WRITE, auth, event
+from service_support import WRITE, auth, event
 
 from service.metrics import read_scoreboard
 
