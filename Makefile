@@ -25,5 +25,7 @@ bench: install ## benchmark scripts (print figures and ratios measured in one ru
 	$(PY) benchmarks/bench_engine.py
 	$(PY) benchmarks/bench_embedded.py
 	$(PY) benchmarks/bench_api.py
+	$(PY) benchmarks/bench_worker.py
+	$(PY) benchmarks/bench_pipeline.py
 
 .PHONY: help install run test lint bench
