@@ -79,6 +79,7 @@ async def _refresh_loop(app: FastAPI, runner: Runner, settings: Settings) -> Non
             board = await runner.read(
                 lambda engine: read_scoreboard(engine, settings.metrics_windows))
             await runner.read_detector(functools.partial(read_alerts, board=board))
+            board.consumer_lag = await runner.consumer_lag()
             metrics.board = board
             metrics.refresh_seconds.observe(time.perf_counter() - started)
         except Exception:  # a failed refresh must not stop the exporter; it is logged

@@ -44,6 +44,7 @@ class Scoreboard:
     alerts: list[tuple[str, ...]] = field(default_factory=list)
     alert_changes: dict[str, int] = field(default_factory=dict)
     followups_open: int = 0
+    consumer_lag: dict[int, int] = field(default_factory=dict)
     attributions: list[tuple[tuple[str, ...], float]] = field(default_factory=list)
     explained: list[tuple[str, ...]] = field(default_factory=list)
 
@@ -243,6 +244,13 @@ class _ScoreboardCollector(Collector):
              "When the exported scores were last read from the engine.",
              board.refreshed_at or None),
         )
+        lag = GaugeMetricFamily(
+            "touchstream_consumer_lag",
+            "Input records not yet reflected in the served state, per input partition "
+            "(Kafka runner).", labels=["partition"])
+        for partition, behind in sorted(board.consumer_lag.items()):
+            lag.add_metric([str(partition)], float(behind))
+        yield lag
         for name, doc, reading in gauges:
             gauge = GaugeMetricFamily(name, doc)
             if reading is not None:

@@ -764,6 +764,10 @@ class EmbeddedRunner:
         """Run a read-only ``query`` against the engine, never mid-batch."""
         return await asyncio.to_thread(self.read_blocking, query)
 
+    async def consumer_lag(self) -> dict[int, int]:
+        """Nothing is ever behind: a submission is applied before it is acknowledged."""
+        return {}
+
     async def read_state(self, key: str | None, query: Callable[[Engine], T | None]) -> T | None:
         """Customers and journeys live in the one engine: the same as :meth:`read`."""
         return await self.read(query)

@@ -67,6 +67,11 @@ class Runner(Protocol):
         customer (``None``: look everywhere; the first non-None answer wins)."""
         ...
 
+    async def consumer_lag(self) -> dict[int, int]:
+        """Input records not yet reflected in the readable state, per input partition
+        (empty for a runner without partitions)."""
+        ...
+
     async def read_detector(self, query: Callable[[Detector], T]) -> T:
         """Run a read-only ``query`` against the alert and follow-up state."""
         ...

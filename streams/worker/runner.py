@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import orjson
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from kafka.partitioner.default import murmur2
 
 from schemas.decode import EventDecoder, EventError, encode
@@ -58,6 +58,7 @@ class KafkaRunner:
         self._failure = "not started"
         self._detect_task: asyncio.Task[None] | None = None
         self._states: dict[int, tuple[Engine | None, float]] = {}
+        self._ends: AIOKafkaConsumer | None = None
 
     async def start(self, timeout: float = 60.0) -> None:
         """Connect the producer and catch the merged view up with the partials topic."""
@@ -66,6 +67,9 @@ class KafkaRunner:
             enable_idempotence=True, linger_ms=5)
         await self._producer.start()
         await self.reader.start(timeout)
+        self._ends = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap_servers,
+                                      group_id=None, enable_auto_commit=False)
+        await self._ends.start()
         self._failure = ""
         self._detect_task = asyncio.create_task(self._detect_loop())
 
@@ -76,6 +80,8 @@ class KafkaRunner:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._detect_task
         await self.reader.stop()
+        if self._ends is not None:
+            await self._ends.stop()
         if self._producer is not None:
             await self._producer.stop()
         self._failure = "stopped"
@@ -127,6 +133,17 @@ class KafkaRunner:
         """Run ``query`` on the merged engine of every partition."""
         self._require()
         return query(self.reader.engine())
+
+    async def consumer_lag(self) -> dict[int, int]:
+        """Per input partition: the topic's end offset minus the offset the merged view
+        reflects, i.e. what the workers have not yet turned into readable state."""
+        if self._ends is None:
+            return {}
+        parts = [TopicPartition(self.settings.topic_touchpoints, p)
+                 for p in range(self.settings.topic_partitions)]
+        ends = await self._ends.end_offsets(parts)
+        have = self.reader.source_offsets()
+        return {tp.partition: max(0, end - have.get(tp.partition, 0)) for tp, end in ends.items()}
 
     async def read_state(self, key: str | None, query: Callable[[Engine], T | None]) -> T | None:
         """Customers and journeys live in their input partition's state: route ``key``

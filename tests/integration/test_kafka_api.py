@@ -95,6 +95,7 @@ async def test_events_posted_to_the_api_are_scored_by_the_workers(
                 assert [(s["scope"], s["metric"], s["n"], round(s["value"], 12))
                         for s in got] == expected
                 assert (await client.get("/readyz")).status_code == 200
+            assert await first.consumer_lag() == {0: 0, 1: 0, 2: 0}  # caught up
             # Per-customer and per-journey state lives in the partitions' checkpoints.
             async def customer_seen() -> bool:
                 found = await clients[1].get("/v1/customers/c-7")
