@@ -87,6 +87,7 @@ class TouchpointProcessor:
         self.output = output
         self.topic = settings.topic_touchpoints
         self.decoder = EventDecoder()
+        self.followup_rules = settings.load_detection_config(config).followups
         self.states: dict[int, PartitionState] = {}
         self.parked: dict[int, PartitionState] = {}
         self.owned: set[int] = set()
@@ -121,6 +122,7 @@ class TouchpointProcessor:
                     await self._transactional(partition)
                 await self.checkpoints.load(partition)
                 state = self.states[partition] = self._activate(partition)
+            state.followup_rules = self.followup_rules
             if partition not in self.positioned:
                 first = int(records[0].offset)
                 log.info("partition %d: first fetch at offset %d, state at offset %d",
@@ -150,6 +152,10 @@ class TouchpointProcessor:
                     partition, self.settings.topic_dlq, dead.key, dead.value, dlq_partition,
                     headers=dead.dlq_headers(self.topic, partition),
                     timestamp_ms=dead.timestamp_ms))
+            for item in report.followups:  # compacted and keyed by id: repeats are harmless
+                self._pending[partition].append(await self._enqueue(
+                    partition, self.settings.topic_followups, item.id.encode(),
+                    orjson.dumps(item.to_dict()), partition % self.settings.alerts_partitions))
             started = time.perf_counter()
             await self._maybe_flush(state)
             self.seconds["flush"] += time.perf_counter() - started

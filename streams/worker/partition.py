@@ -19,7 +19,9 @@ import numpy as np
 from schemas.decode import EventDecoder, EventError
 from schemas.event import TouchpointEvent
 from streams.engine.config import EngineConfig
+from streams.engine.detect import FollowUp, FollowUpRule, followups
 from streams.engine.engine import Engine, event_seconds
+from streams.engine.metrics import observe
 from streams.worker import records as rec
 
 Headers = Sequence[tuple[str, bytes]]
@@ -83,6 +85,7 @@ class BatchReport:
     late: int = 0
     rejected: int = 0
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    followups: list[FollowUp] = field(default_factory=list)
 
 
 class PartitionState:
@@ -95,6 +98,8 @@ class PartitionState:
         self.next_offset = next_offset
         self.decoder = decoder or EventDecoder()
         self.rejected = 0
+        self.followup_rules: tuple[FollowUpRule, ...] = ()
+        """Which answers become follow-ups (set by the worker from its detection config)."""
         self._dirty: dict[str, set[int]] = {g: set() for g in engine.granularities}
         self._published: dict[str, set[int]] = {
             g: set(gran.tables) for g, gran in engine.granularities.items()
@@ -172,6 +177,12 @@ class PartitionState:
                         ))
             if result.accepted:
                 self._mark_dirty([e for e in valid if id(e) not in excluded])
+            if self.followup_rules:
+                # Late answers still need a human; duplicates were handled the first time.
+                duplicates = {id(e) for e in result.duplicates}
+                fresh = [e for e in valid if id(e) not in duplicates]
+                report.followups = followups(fresh, [observe(e) for e in fresh],
+                                             self.followup_rules)
         self.engine.counters["rejected"] = self.rejected
         if next_offset != self.next_offset:
             self._meta_dirty = True

@@ -39,6 +39,8 @@ class WorkerSettings(BaseSettings):
     topic_dlq: str = "touchpoints.dlq"
     topic_scores: str = "touchstream.scores"
     topic_alerts: str = "touchstream.alerts"
+    topic_followups: str = "touchstream.followups"
+    """Follow-ups (single answers that need a human), compacted, keyed by follow-up id."""
     topic_partials: str | None = None
     """Internal compacted topic of partial aggregates; default ``<app_id>-partials``."""
 
@@ -99,7 +101,7 @@ class WorkerSettings(BaseSettings):
     @model_validator(mode="after")
     def _distinct_topics(self) -> WorkerSettings:
         names = [self.topic_touchpoints, self.topic_dlq, self.topic_scores, self.topic_alerts,
-                 self.partials_topic, self.checkpoint_changelog]
+                 self.topic_followups, self.partials_topic, self.checkpoint_changelog]
         if len(set(names)) != len(names):
             raise ValueError(f"topic names must differ: {names}")
         if self.checkpoint_interval < self.flush_interval:

@@ -70,6 +70,8 @@ def topic_specs(settings: WorkerSettings) -> list[TopicSpec]:
                   True, dict(compacted)),
         TopicSpec(settings.topic_alerts, settings.alerts_partitions, "delete", "alerts",
                   False, {"retention.ms": str(settings.alerts_retention_ms)}),
+        TopicSpec(settings.topic_followups, settings.alerts_partitions, "compact",
+                  "follow-ups", False, dict(compacted)),
         TopicSpec(settings.partials_topic, n, "compact", "partial aggregates (internal)",
                   True, dict(compacted)),
         TopicSpec(settings.checkpoint_changelog, n, "compact",

@@ -1,5 +1,6 @@
 """A real drop produced to Kafka pages through the alerts topic: the leader worker's
-detector publishes every alert state change, with its evidence and attribution."""
+detector publishes every alert state change, with its evidence and attribution; the
+partition workers publish a follow-up for every answer that needs a human."""
 
 from __future__ import annotations
 
@@ -13,14 +14,18 @@ import orjson
 import pytest
 from worker_support import TEST_CONFIG, Workers, producer, read_all, worker_settings, write_config
 
-from streams.engine.detect import DetectionConfig, DropRule
+from streams.engine.detect import DetectionConfig, DropRule, FollowUpRule
 from streams.worker.topics import ensure_topics
 
 pytestmark = pytest.mark.slow
 
-DETECTION = DetectionConfig(drops=(DropRule(
-    name="csat-drop", metric="csat", scopes=(("channel",),), hold_seconds=0,
-    min_n_window=50, min_n_baseline=100, severity="critical", owner="support"),))
+DETECTION = DetectionConfig(
+    drops=(DropRule(name="csat-drop", metric="csat", scopes=(("channel",),), hold_seconds=0,
+                    min_n_window=50, min_n_baseline=100, severity="critical",
+                    owner="support"),),
+    followups=(FollowUpRule(name="unhappy", condition="very_dissatisfied",
+                            segments=("enterprise",), owner="account-team"),),
+)
 
 
 def traffic() -> list[dict[str, Any]]:
@@ -81,6 +86,12 @@ def test_a_drop_on_kafka_is_published_to_the_alerts_topic(kafka_bootstrap: str,
         assert alert["evidence"]["window_score"] == pytest.approx(0.4, abs=0.05)
         assert alert["evidence"]["q"] < 0.05
         assert alert["attribution_summary"]
+        # Every very dissatisfied answer became exactly one follow-up, owned and open.
+        want = {e["event_id"] for e in traffic() if e["value"] <= 2}
+        records = read_all(kafka_bootstrap, settings.topic_followups)
+        items = {r.key: orjson.loads(r.value) for r in records}  # compacted: latest per id
+        assert {f["event_id"] for f in items.values()} == want
+        assert {(f["owner"], f["status"]) for f in items.values()} == {("account-team", "open")}
         assert worker.terminate() == 0, worker.log_tail()
     except BaseException:
         print(workers.logs())  # noqa: T201 - shown on failure

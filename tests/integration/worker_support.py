@@ -272,6 +272,7 @@ def worker_settings(bootstrap: str, name: str, state_dir: Path, *, input_topic: 
         "topic_dlq": f"{name}.dlq",
         "topic_scores": f"{name}.scores",
         "topic_alerts": f"{name}.alerts",
+        "topic_followups": f"{name}.followups",
         "topic_partitions": partitions,
         "store": "memory://",
         "state_dir": state_dir,
