@@ -764,6 +764,20 @@ class EmbeddedRunner:
         """Run a read-only ``query`` against the engine, never mid-batch."""
         return await asyncio.to_thread(self.read_blocking, query)
 
+    def dead_letter_blocking(self, payload: bytes, field: str, reason: str) -> None:
+        """:meth:`dead_letter` without the thread hop."""
+        with self._lock:
+            self._usable()
+            with self._transaction() as conn:
+                conn.execute(_INSERT_DEAD, (self._clock(), "invalid", None, field, reason,
+                                            payload))
+            self._stats.invalid += 1
+            self._stats.dead_lettered += 1
+
+    async def dead_letter(self, payload: bytes, field: str, reason: str) -> None:
+        """Keep a body refused whole, with its reason, among the dead letters."""
+        await asyncio.to_thread(self.dead_letter_blocking, payload, field, reason)
+
     async def consumer_lag(self) -> dict[int, int]:
         """Nothing is ever behind: a submission is applied before it is acknowledged."""
         return {}

@@ -67,6 +67,10 @@ class Runner(Protocol):
         customer (``None``: look everywhere; the first non-None answer wins)."""
         ...
 
+    async def dead_letter(self, payload: bytes, field: str, reason: str) -> None:
+        """Keep a payload refused whole (not JSON, not an event batch) with its reason."""
+        ...
+
     async def consumer_lag(self) -> dict[int, int]:
         """Input records not yet reflected in the readable state, per input partition
         (empty for a runner without partitions)."""

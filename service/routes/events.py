@@ -65,11 +65,15 @@ async def post_events(request: Request, runner: RunnerDep, settings: SettingsDep
     submission order: ``accepted``, ``duplicate`` (already counted), ``late`` (kept
     with its reason, not counted) or ``rejected`` (with the field and the reason).
     """
+    body = await request.body()
     try:
-        items = _items(await request.body(), settings.max_batch)
+        items = _items(body, settings.max_batch)
     except HTTPException as exc:
-        if exc.status_code == 400:  # a body that holds no events is one rejection
+        if exc.status_code == 400:  # a body that holds no events is one rejection, kept
             request.app.state.metrics.observe_outcomes(Counter(rejected=1))
+            detail: dict[str, Any] = exc.detail if isinstance(exc.detail, dict) else {}
+            await runner.dead_letter(body, str(detail.get("field", "$")),
+                                     str(detail.get("reason", "not an event batch")))
         raise
     outcomes = await runner.submit(items)
     counts = Counter(o.status for o in outcomes)

@@ -134,6 +134,13 @@ class KafkaRunner:
         self._require()
         return query(self.reader.engine())
 
+    async def dead_letter(self, payload: bytes, field: str, reason: str) -> None:
+        """Send a body refused whole to the dead-letter topic, with its reason."""
+        producer = self._require()
+        await (await producer.send(self.settings.topic_dlq, value=payload, headers=[
+            ("touchstream.status", b"rejected"), ("touchstream.field", field.encode()),
+            ("touchstream.reason", reason.encode()), ("touchstream.source.topic", b"http")]))
+
     async def consumer_lag(self) -> dict[int, int]:
         """Per input partition: the topic's end offset minus the offset the merged view
         reflects, i.e. what the workers have not yet turned into readable state."""

@@ -170,6 +170,9 @@ async def test_unparseable_bodies_are_refused_with_a_reason_and_counted(
     assert detail["field"] == "$"
     assert http_reason in detail["reason"]
     assert await outcome_count(client, app, runner, "rejected") == before + 1
+    (kept,) = runner.dead_letters_blocking(1, 0)  # kept with its reason, byte for byte
+    assert (kept["field"], kept["reason"]) == ("$", detail["reason"])
+    assert kept["payload"] == body.decode("utf-8", errors="replace")
     await still_serving(client, 2)
 
 
