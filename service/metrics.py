@@ -213,25 +213,16 @@ class _ScoreboardCollector(Collector):
         for series in board.explained:
             explained.add_metric(list(series), 1.0)
         yield explained
-        changes = CounterMetricFamily(
-            "touchstream_alert_changes", "Alert state changes since start, by new state.",
-            labels=["state"])
-        for state in ("pending", "firing", "resolved"):
-            changes.add_metric([state], float(board.alert_changes.get(state, 0)))
-        yield changes
-        events = CounterMetricFamily(
-            "touchstream_events", "Events the engine processed, by outcome.",
-            labels=["outcome"])
-        for outcome in ("accepted", "late", "duplicate"):
-            events.add_metric([outcome], float(board.counters.get(outcome, 0)))
-        yield events
-        folded = CounterMetricFamily(
-            "touchstream_dimension_folded",
-            "Events whose dimension value was folded into 'other' past the cap.",
-            labels=["dimension"])
-        for dim, n in sorted(board.folded.items()):
-            folded.add_metric([dim], float(n))
-        yield folded
+        yield _counter("touchstream_alert_changes",
+                       "Alert state changes since start, by new state.", "state",
+                       {k: board.alert_changes.get(k, 0)
+                        for k in ("pending", "firing", "resolved")})
+        yield _counter("touchstream_events", "Events the engine processed, by outcome.",
+                       "outcome",
+                       {k: board.counters.get(k, 0) for k in ("accepted", "late", "duplicate")})
+        yield _counter("touchstream_dimension_folded",
+                       "Events whose dimension value was folded into 'other' past the cap.",
+                       "dimension", dict(sorted(board.folded.items())))
         gauges: tuple[tuple[str, str, float | None], ...] = (
             ("touchstream_watermark_timestamp_seconds",
              "Newest event time the engine has seen.", board.watermark),
@@ -256,3 +247,11 @@ class _ScoreboardCollector(Collector):
             if reading is not None:
                 gauge.add_metric([], float(reading))
             yield gauge
+
+
+def _counter(name: str, doc: str, label: str, values: dict[str, int]) -> CounterMetricFamily:
+    """A counter family with one label, one sample per key of ``values`` (in order)."""
+    family = CounterMetricFamily(name, doc, labels=[label])
+    for key, value in values.items():
+        family.add_metric([key], float(value))
+    return family
