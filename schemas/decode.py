@@ -79,6 +79,16 @@ class TimeLimits:
     max_age: timedelta = timedelta(days=3650)
 
 
+def _utf8_problem(data: bytes | str) -> str:
+    """Why ``data`` is not UTF-8, in Python's words (e.g. "invalid start byte")."""
+    try:
+        (data.encode("utf-8", "surrogatepass") if isinstance(data, str) else
+         bytes(data)).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.reason
+    return "invalid UTF-8"
+
+
 class EventDecoder:
     """Decodes JSON bytes into validated events; one instance is reused for speed."""
 
@@ -98,6 +108,10 @@ class EventDecoder:
         try:
             event: TouchpointEvent = self._decoder.decode(data)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            if isinstance(exc, msgspec.DecodeError) and "UTF-8" in str(exc):
+                # msgspec >= 0.23 reports bad UTF-8 itself instead of raising
+                # UnicodeDecodeError: give the same reason with either version.
+                raise EventError("$", f"not valid UTF-8 ({_utf8_problem(data)})") from None
             raise explain(exc) from None
         except UnicodeDecodeError as exc:
             raise EventError("$", f"not valid UTF-8 ({exc.reason})") from None
