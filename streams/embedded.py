@@ -57,7 +57,15 @@ from streams.engine.config import EngineConfig
 from streams.engine.detect import DetectionConfig, Detector
 from streams.engine.engine import Engine, IngestResult
 from streams.engine.metrics import observe
-from streams.runner import EventOutcome, PulseRequest
+from streams.engine.pulses import PulseError
+from streams.runner import (
+    PULSE_END,
+    PULSE_START,
+    EventOutcome,
+    PulseRequest,
+    apply_command,
+    encode_pulse_start,
+)
 
 log = logging.getLogger(__name__)
 
@@ -452,14 +460,8 @@ class EmbeddedRunner:
 
     def _replay_command(self, seq: int, kind: str, payload: bytes) -> None:
         try:
-            if kind == "pulse_start":
-                request = msgspec.json.decode(payload, type=PulseRequest)
-                self._apply_pulse_start(request)
-            elif kind == "pulse_end":
-                self._engine.end_pulse(payload.decode("utf-8"))
-            else:
-                raise ValueError(f"unknown command kind {kind!r}")
-        except (ValueError, KeyError, msgspec.DecodeError) as exc:
+            apply_command(self._engine, kind, payload)
+        except PulseError as exc:
             raise StorageError(self.path, f"log row {seq} ({kind}) cannot be replayed "
                                           f"({exc})") from exc
 
@@ -675,20 +677,15 @@ class EmbeddedRunner:
 
     # -- pulses ------------------------------------------------------------------------
 
-    def _apply_pulse_start(self, request: PulseRequest) -> None:
-        self._engine.start_pulse(request.pulse_id, request.name,
-                                 {k: list(v) for k, v in request.filter.items()},
-                                 request.start, request.end, request.baseline_start,
-                                 request.baseline_end)
-
     def start_pulse_blocking(self, request: PulseRequest) -> None:
         """Start a study on the engine (``PulseError`` if invalid: nothing is logged), then
         log it; if logging fails the study is removed again and the error raised."""
         with self._lock:
             self._usable()
-            self._apply_pulse_start(request)
+            payload = encode_pulse_start(request)
+            apply_command(self._engine, PULSE_START, payload)
             try:
-                self._log_command("pulse_start", msgspec.json.encode(request))
+                self._log_command(PULSE_START, payload)
             except BaseException:
                 self._engine.pulses.pop(request.pulse_id, None)
                 raise
@@ -702,7 +699,7 @@ class EmbeddedRunner:
                 return
             self._engine.end_pulse(pulse_id)
             try:
-                self._log_command("pulse_end", pulse_id.encode("utf-8"))
+                self._log_command(PULSE_END, pulse_id.encode("utf-8"))
             except BaseException:
                 study.ended_at = None
                 raise

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Final, Literal, Protocol, TypeVar
+
+import msgspec
 
 from streams.engine.detect import Detector
 from streams.engine.engine import Engine
+from streams.engine.pulses import PulseError
 
 Status = Literal["accepted", "duplicate", "late", "rejected"]
 T = TypeVar("T")
@@ -45,6 +48,46 @@ class PulseRequest:
     end: int
     baseline_start: int
     baseline_end: int
+
+
+PULSE_START: Final = "pulse_start"
+PULSE_END: Final = "pulse_end"
+COMMANDS: Final = (PULSE_START, PULSE_END)
+"""Commands that change state besides events. Both runners keep them in the same order
+as the events around them (the embedded command log; a control record in every input
+partition on Kafka), so replaying the input gives the same state."""
+
+
+def encode_pulse_start(request: PulseRequest) -> bytes:
+    """The payload of a ``pulse_start`` command."""
+    return msgspec.json.encode(request)
+
+
+def apply_command(engine: Engine, kind: str, payload: bytes) -> None:
+    """Apply one command to ``engine``.
+
+    Raises ``PulseError`` naming the field when the command cannot be applied (unknown
+    kind, a payload that is not a study, an id that exists or does not). Ending a study
+    that has ended already changes nothing.
+    """
+    if kind == PULSE_START:
+        try:
+            request = msgspec.json.decode(payload, type=PulseRequest)
+        except msgspec.DecodeError as exc:
+            raise PulseError("pulse", f"not a pulse study ({exc})") from None
+        engine.start_pulse(request.pulse_id, request.name,
+                           {k: list(v) for k, v in request.filter.items()},
+                           request.start, request.end, request.baseline_start,
+                           request.baseline_end)
+    elif kind == PULSE_END:
+        try:
+            pulse_id = payload.decode("utf-8")
+        except UnicodeDecodeError:
+            raise PulseError("pulse_id", "not UTF-8") from None
+        engine.end_pulse(pulse_id)
+    else:
+        known = ", ".join(COMMANDS)
+        raise PulseError("command", f"unknown command {kind!r} (known: {known})")
 
 
 class Runner(Protocol):

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from service.deps import AdminKey, IdPath, ReadKey, RunnerDep
@@ -48,9 +48,11 @@ def _seconds(at: datetime) -> int:
     return int(at.timestamp())
 
 
-@router.post("", status_code=201, responses={409: {"description": "Id exists"},
-                                              422: {"description": "Invalid study"}})
-async def start_pulse(body: PulseIn, runner: RunnerDep, _: AdminKey) -> dict[str, Any]:
+@router.post("", status_code=201, responses={
+    202: {"description": "Started durably; not yet visible in the state the API reads"},
+    409: {"description": "Id exists"}, 422: {"description": "Invalid study"}})
+async def start_pulse(body: PulseIn, runner: RunnerDep, response: Response,
+                      _: AdminKey) -> dict[str, Any]:
     """Start a study; it counts matching events inside its span and baseline span."""
     pulse_id = body.pulse_id or uuid.uuid4().hex[:12]
     request = PulseRequest(
@@ -62,7 +64,17 @@ async def start_pulse(body: PulseIn, runner: RunnerDep, _: AdminKey) -> dict[str
     except PulseError as exc:
         code = 409 if exc.field == "pulse_id" else 422
         raise HTTPException(code, detail={"field": exc.field, "reason": exc.reason}) from None
-    return await _get(runner, pulse_id)
+    found = await _find(runner, pulse_id)
+    if found is None:
+        # Durably started, not yet in the state the API reads (Kafka workers apply the
+        # command when they reach it): say so rather than pretend it failed.
+        response.status_code = 202
+        return {"pulse_id": pulse_id, "name": body.name, "filter": body.filter,
+                "start": body.start.isoformat(), "end": body.end.isoformat(),
+                "baseline_start": body.baseline_start.isoformat(),
+                "baseline_end": body.baseline_end.isoformat(), "state": "starting",
+                "ended_at": None, "results": []}
+    return found
 
 
 @router.get("")
@@ -82,12 +94,17 @@ async def list_pulses(
     return {"items": items, "total": len(items)}
 
 
-async def _get(runner: Any, pulse_id: str) -> dict[str, Any]:
+async def _find(runner: Any, pulse_id: str) -> dict[str, Any] | None:
     def query(engine: Engine) -> dict[str, Any] | None:
         study = engine.pulses.get(pulse_id)
         return None if study is None else pulse_view(study)
 
     found: dict[str, Any] | None = await runner.read(query)
+    return found
+
+
+async def _get(runner: Any, pulse_id: str) -> dict[str, Any]:
+    found = await _find(runner, pulse_id)
     if found is None:
         raise HTTPException(404, detail=f"pulse study {pulse_id!r} does not exist")
     return found

@@ -99,3 +99,33 @@ class PulseStudy:
             s["start"], s["end"], s["baseline_start"], s["baseline_end"], s["created_at"],
             s["ended_at"], arrays(s["study"]), arrays(s["baseline"]),
         )
+
+
+def merge_studies(parts: list[list[dict[str, Any]]]) -> dict[str, PulseStudy]:
+    """Studies kept by several partitions of the input, as one set of studies.
+
+    ``parts`` holds each partition's ``PulseStudy.state()`` list, in partition order.
+    Counts add up; the definition is the first partition's (every partition applied the
+    same command); a study has ended once every partition that has it has ended it,
+    and was created at the earliest of their creation times.
+    """
+    merged: dict[str, PulseStudy] = {}
+    for states in parts:
+        for state in states:
+            part = PulseStudy.from_state(state)
+            have = merged.get(part.pulse_id)
+            if have is None:
+                merged[part.pulse_id] = part
+                continue
+            have.created_at = min(have.created_at, part.created_at)
+            if have.ended_at is None or part.ended_at is None:
+                have.ended_at = None
+            else:
+                have.ended_at = max(have.ended_at, part.ended_at)
+            for book, other in ((have.study, part.study), (have.baseline, part.baseline)):
+                for metric, vector in other.items():
+                    if metric in book:
+                        book[metric] = book[metric] + vector
+                    else:
+                        book[metric] = vector
+    return merged

@@ -219,6 +219,7 @@ class TouchpointProcessor:
         t["duplicates"] += report.duplicates
         t["late"] += report.late
         t["rejected"] += report.rejected
+        t["commands"] += report.commands
 
     # -- flushing --------------------------------------------------------------------
 

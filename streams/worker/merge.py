@@ -5,8 +5,9 @@ bucket) as of an input offset. The view keeps, per key, the record with the high
 offset (a stale writer — a worker that lost its partition but has not noticed yet —
 cannot roll a bucket back) and sums buckets over partitions. The result is a real
 ``Engine`` whose windows, scores and vectors answer exactly as one engine that had
-seen every partition's events would (journeys, customers and pulses excepted: those
-stay with the partition that owns the customer).
+seen every partition's events would (journeys and customers excepted: those stay with
+the partition that owns the customer). Pulse studies travel in each partition's meta
+record and are summed over partitions.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 from streams.engine import engine as engine_module
 from streams.engine.config import EngineConfig
 from streams.engine.engine import Engine
+from streams.engine.pulses import merge_studies
 from streams.engine.store import BucketTable, SeriesKey, SeriesRegistry
 from streams.worker import records as rec
 
@@ -143,6 +145,7 @@ class MergedView:
                     engine.dims[dim].folded += n
         engine.latest = latest
         engine.watermark = watermark
+        engine.pulses = merge_studies([self._meta[p].pulses for p in sorted(self._meta)])
         if watermark is not None:
             self._expire(engine, watermark)
         engine.counters.update(self.counters())

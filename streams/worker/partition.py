@@ -9,6 +9,7 @@ restored state and the offset to resume from can never disagree.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,8 +23,11 @@ from streams.engine.config import EngineConfig
 from streams.engine.detect import FollowUp, FollowUpRule, followups
 from streams.engine.engine import Engine, event_seconds
 from streams.engine.metrics import observe
+from streams.engine.pulses import PulseError
+from streams.runner import apply_command
 from streams.worker import records as rec
 
+log = logging.getLogger(__name__)
 Headers = Sequence[tuple[str, bytes]]
 
 
@@ -84,6 +88,8 @@ class BatchReport:
     duplicates: int = 0
     late: int = 0
     rejected: int = 0
+    commands: int = 0
+    """Control records applied (pulse studies started or ended)."""
     dead_letters: list[DeadLetter] = field(default_factory=list)
     followups: list[FollowUp] = field(default_factory=list)
 
@@ -135,6 +141,8 @@ class PartitionState:
 
         Records below ``next_offset`` are redeliveries and skipped. Invalid and late
         records come back as dead letters (with the reason); duplicates are counted.
+        Control records (a pulse study started or ended) apply between the events
+        before and after them, exactly where they sit in the partition.
         """
         report = BatchReport(records=len(records))
         decode = self.decoder.decode
@@ -148,46 +156,69 @@ class PartitionState:
                 continue
             next_offset = offset + 1
             value = record.value
+            command = rec.control_kind(record.headers)
+            if command is not None:
+                self._ingest(valid, sources, report)
+                valid, sources = [], []
+                self._command(record, command, report)
+                continue
             try:
                 if value is None:
                     raise EventError("$", "empty message (no value)")
                 event = decode(value)
             except EventError as exc:
+                report.rejected += 1
                 report.dead_letters.append(_dead(record, "rejected", exc.field, exc.reason))
                 continue
             valid.append(event)
             sources.append(record)
-        report.rejected = len(report.dead_letters)
+        self._ingest(valid, sources, report)
         self.rejected += report.rejected
-        if valid:
-            result = self.engine.ingest(valid)
-            report.accepted = result.accepted
-            report.duplicates = len(result.duplicates)
-            report.late = len(result.late)
-            excluded = {id(e) for e in result.duplicates}
-            if result.late:
-                late = {id(e) for e in result.late}
-                excluded |= late
-                lateness = self.engine.config.allowed_lateness
-                for event, record in zip(valid, sources, strict=True):
-                    if id(event) in late:
-                        report.dead_letters.append(_dead(
-                            record, "late", "occurred_at",
-                            f"more than {lateness} s behind the partition's watermark",
-                        ))
-            if result.accepted:
-                self._mark_dirty([e for e in valid if id(e) not in excluded])
-            if self.followup_rules:
-                # Late answers still need a human; duplicates were handled the first time.
-                duplicates = {id(e) for e in result.duplicates}
-                fresh = [e for e in valid if id(e) not in duplicates]
-                report.followups = followups(fresh, [observe(e) for e in fresh],
-                                             self.followup_rules)
         self.engine.counters["rejected"] = self.rejected
         if next_offset != self.next_offset:
             self._meta_dirty = True
         self.next_offset = next_offset
         return report
+
+    def _command(self, record: InputRecord, command: str, report: BatchReport) -> None:
+        """Apply a control record; one that cannot apply becomes a dead letter."""
+        try:
+            apply_command(self.engine, command, record.value or b"")
+        except PulseError as exc:
+            log.warning("partition %d offset %d: %s command not applied: %s",
+                        self.partition, record.offset, command, exc)
+            report.dead_letters.append(_dead(record, "rejected", f"control.{exc.field}",
+                                             exc.reason))
+            return
+        report.commands += 1
+
+    def _ingest(self, valid: list[TouchpointEvent], sources: list[InputRecord],
+                report: BatchReport) -> None:
+        if not valid:
+            return
+        result = self.engine.ingest(valid)
+        report.accepted += result.accepted
+        report.duplicates += len(result.duplicates)
+        report.late += len(result.late)
+        excluded = {id(e) for e in result.duplicates}
+        if result.late:
+            late = {id(e) for e in result.late}
+            excluded |= late
+            lateness = self.engine.config.allowed_lateness
+            for event, record in zip(valid, sources, strict=True):
+                if id(event) in late:
+                    report.dead_letters.append(_dead(
+                        record, "late", "occurred_at",
+                        f"more than {lateness} s behind the partition's watermark",
+                    ))
+        if result.accepted:
+            self._mark_dirty([e for e in valid if id(e) not in excluded])
+        if self.followup_rules:
+            # Late answers still need a human; duplicates were handled the first time.
+            duplicates = {id(e) for e in result.duplicates}
+            fresh = [e for e in valid if id(e) not in duplicates]
+            report.followups.extend(followups(fresh, [observe(e) for e in fresh],
+                                              self.followup_rules))
 
     def _mark_dirty(self, events: list[TouchpointEvent]) -> None:
         times = np.fromiter((event_seconds(e) for e in events), dtype=np.int64,
@@ -250,6 +281,7 @@ class PartitionState:
             folded=engine.folded(),
             latest_keys=self._keys.raw(engine.series.keys, list(range(n))),
             latest=engine.latest[:n].tolist(),
+            pulses=[study.state() for study in engine.pulses.values()],
         )
 
     def checkpoint(self) -> bytes:

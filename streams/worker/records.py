@@ -13,7 +13,7 @@ tombstone) removes a bucket that expired. Values are msgpack maps with ``v`` = 1
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import msgspec
@@ -32,6 +32,19 @@ H_REASON: Final = "touchstream.reason"
 H_TOPIC: Final = "touchstream.source.topic"
 H_PARTITION: Final = "touchstream.source.partition"
 H_OFFSET: Final = "touchstream.source.offset"
+
+# Control records: a header naming the command (``pulse_start``, ``pulse_end``; see
+# ``streams.runner``) on a record in the input topic, one in every partition, so each
+# partition's state applies it at the same point of its input on every replay.
+H_CONTROL: Final = "touchstream.control"
+
+
+def control_kind(headers: Any) -> str | None:
+    """The command a record carries, or ``None`` for an event."""
+    for key, value in headers or ():
+        if key == H_CONTROL:
+            return bytes(value).decode("utf-8", "replace")
+    return None
 
 _encoder = msgspec.msgpack.Encoder()
 
@@ -131,6 +144,8 @@ class PartitionMeta:
     folded: dict[str, int]
     latest_keys: list[SeriesKey] | list[msgspec.Raw]
     latest: list[int]
+    pulses: list[dict[str, Any]] = field(default_factory=list)
+    """The partition's pulse studies (``PulseStudy.state()``), summed on merge."""
 
 
 def encode_meta(meta: PartitionMeta) -> bytes:
@@ -144,6 +159,7 @@ def encode_meta(meta: PartitionMeta) -> bytes:
         "latest_keys": [k if isinstance(k, msgspec.Raw) else encode_key(k)
                         for k in meta.latest_keys],
         "latest": np.asarray(meta.latest, dtype=np.int64).tobytes(),
+        "pulses": meta.pulses,
     })
 
 
@@ -154,6 +170,7 @@ def decode_meta(value: bytes) -> PartitionMeta:
     return PartitionMeta(
         int(raw["offset"]), raw["watermark"], dict(raw["counters"]), dict(raw["folded"]),
         _keys_in(raw["latest_keys"]), np.frombuffer(raw["latest"], dtype=np.int64).tolist(),
+        list(raw.get("pulses", ())),
     )
 
 

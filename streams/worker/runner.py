@@ -6,7 +6,8 @@ the broker has acknowledged it; rejects go to the dead-letter topic with the rea
 headers. Reads come from a ``ScoresReader``: the compacted partials topic materialized
 into a merged engine, so every API replica that has caught up gives the same answers.
 Duplicate and late decisions are the workers', so ingestion answers ``accepted`` (or
-``rejected``) only. Pulse studies and per-customer state live in the embedded runner.
+``rejected``) only. Pulse studies are started and ended by control records written
+into every input partition; their counts come back summed through the merged view.
 """
 
 from __future__ import annotations
@@ -27,13 +28,23 @@ from schemas.decode import EventDecoder, EventError, encode
 from streams.engine.detect import DetectionConfig, Detector
 from streams.engine.engine import Engine
 from streams.engine.pulses import PulseError
-from streams.runner import EventOutcome, PulseRequest
+from streams.runner import (
+    PULSE_END,
+    PULSE_START,
+    EventOutcome,
+    PulseRequest,
+    apply_command,
+    encode_pulse_start,
+)
 from streams.worker.reader import ScoresReader, read_dead_letters, read_partition_engine
+from streams.worker.records import H_CONTROL
 from streams.worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 DETECT_EVERY = 60
+CONTROL_VISIBLE = 10.0
+"""Seconds a pulse command waits for the workers' state to show it before answering."""
 STATE_TTL = 5.0
 """Seconds a partition's checkpointed engine is reused for customer/journey reads."""
 
@@ -181,13 +192,55 @@ class KafkaRunner:
         return query(self._detector)
 
     async def start_pulse(self, request: PulseRequest) -> None:
-        """Not on the Kafka path yet: studies need a control record in every partition."""
-        raise PulseError("runner", "pulse studies run on the embedded runner; the Kafka "
-                                     "workers do not support them yet")
+        """Start a study: validate it, then write a ``pulse_start`` control record into
+        every input partition (each worker applies it between the events around it, so
+        replays give the same counts) and wait briefly until the merged view shows it.
+
+        Raises ``PulseError`` naming the field for an invalid study or an id in use.
+        """
+        producer = self._require()
+        payload = encode_pulse_start(request)
+        apply_command(Engine(self.config), PULSE_START, payload)  # the workers' checks
+        if request.pulse_id in self.reader.engine().pulses:
+            raise PulseError("pulse_id", f"a study with id {request.pulse_id!r} exists")
+        await self._control(producer, PULSE_START, payload,
+                            lambda e: request.pulse_id in e.pulses)
 
     async def end_pulse(self, pulse_id: str) -> None:
-        """No studies exist on the Kafka path."""
-        raise KeyError(pulse_id)
+        """End a study (``KeyError`` when the merged view does not know it) with a
+        ``pulse_end`` control record in every input partition; ending twice is a no-op."""
+        producer = self._require()
+        study = self.reader.engine().pulses.get(pulse_id)
+        if study is None:
+            raise KeyError(pulse_id)
+        if not study.active:
+            return
+
+        def ended(engine: Engine) -> bool:
+            found = engine.pulses.get(pulse_id)
+            return found is not None and not found.active
+
+        await self._control(producer, PULSE_END, pulse_id.encode("utf-8"), ended)
+
+    async def _control(self, producer: AIOKafkaProducer, command: str, payload: bytes,
+                       visible: Callable[[Engine], bool]) -> None:
+        """Produce a control record to every input partition (acknowledged by all
+        in-sync replicas), then wait up to ``CONTROL_VISIBLE`` seconds for ``visible``
+        to hold on the merged view. Not visible in time is not a failure: the command
+        is durable and the workers apply it when they reach it."""
+        topic = self.settings.topic_touchpoints
+        headers = [(H_CONTROL, command.encode())]
+        sends = [await producer.send(topic, value=payload, partition=partition,
+                                     headers=headers)
+                 for partition in range(self.settings.topic_partitions)]
+        await asyncio.gather(*sends)
+        deadline = time.monotonic() + CONTROL_VISIBLE
+        while time.monotonic() < deadline:
+            if visible(self.reader.engine()):
+                return
+            await asyncio.sleep(0.05)
+        log.warning("%s is durable but not yet visible in the merged view after %.0f s "
+                    "(are the workers running?)", command, CONTROL_VISIBLE)
 
     async def dead_letters(self, limit: int, offset: int) -> list[dict[str, Any]]:
         """The newest dead letters from the topic (offset pages within the newest)."""

@@ -31,14 +31,15 @@ pytestmark = pytest.mark.slow
 KEY = "kafka-api-key-0123456789"
 
 
-def events(n: int) -> list[dict[str, Any]]:
+def events(n: int, first: int = 0) -> list[dict[str, Any]]:
     at = datetime.now(UTC) - timedelta(minutes=20)
     return [{"event_id": f"k-{i}", "occurred_at": (at + timedelta(seconds=i)).isoformat(),
              "customer_id": f"c-{i % 40}", "touchpoint": "support",
              "channel": ("chat", "phone", "web")[i % 3],
              "segment": ("smb", "enterprise")[i % 2], "kind": "csat", "value": 1 + i % 5,
              "journey_id": f"jr-{i % 40}", "journey_type": "support_case",
-             "comment": "Þakka þér 🙏" if i % 10 == 0 else None} for i in range(n)]
+             "comment": "Þakka þér 🙏" if i % 10 == 0 else None}
+            for i in range(first, first + n)]
 
 
 async def wait_for(predicate: Any, timeout: float, what: str, workers: Workers) -> None:
@@ -112,12 +113,7 @@ async def test_events_posted_to_the_api_are_scored_by_the_workers(
             assert journey["events"] == 600 // 40 and journey["customer_id"] == "c-3"
             letters = (await clients[0].get("/v1/dead-letters")).json()["items"]
             assert any(d["kind"] == "rejected" and d["field"] == "value" for d in letters)
-            pulse = await clients[0].post("/v1/pulses", json={
-                "name": "x", "start": "2026-01-01T00:00:00Z", "end": "2026-01-02T00:00:00Z",
-                "baseline_start": "2025-12-01T00:00:00Z",
-                "baseline_end": "2025-12-02T00:00:00Z"})
-            assert pulse.status_code == 422  # not on the Kafka path yet, and it says so
-            assert "embedded runner" in pulse.json()["detail"]["reason"]
+            await _pulse_study(clients, workers)
             for client in clients:
                 await client.aclose()
         finally:
@@ -129,6 +125,44 @@ async def test_events_posted_to_the_api_are_scored_by_the_workers(
         raise
     finally:
         workers.kill_all()
+
+
+async def _pulse_study(clients: list[httpx.AsyncClient], workers: Workers) -> None:
+    """A study started on one replica is counted by the workers and read on the other;
+    ended, it stops counting; its id cannot be reused."""
+    now = datetime.now(UTC)
+    study = {"pulse_id": "chat-week", "name": "Chat — Παρασκευή", "filter": {"channel": ["chat"]},
+             "start": (now - timedelta(hours=2)).isoformat(),
+             "end": (now + timedelta(hours=1)).isoformat(),
+             "baseline_start": (now - timedelta(days=3)).isoformat(),
+             "baseline_end": (now - timedelta(days=2)).isoformat()}
+    started = await clients[0].post("/v1/pulses", json=study)
+    assert started.status_code == 201, started.text  # the workers applied it within 10 s
+    assert started.json()["state"] == "running" and started.json()["results"] == []
+    again = await clients[1].post("/v1/pulses", json=study)
+    assert again.status_code == 409 and again.json()["detail"]["field"] == "pulse_id"
+    # The 600 events before the study do not count; 300 after it do (chat: every third).
+    assert (await clients[0].post("/v1/events", json=events(300, 600))).json()["accepted"] == 300
+
+    async def counted(n: int) -> bool:
+        got = (await clients[1].get("/v1/pulses/chat-week")).json()
+        return [(r["metric"], r["study"]["n"]) for r in got["results"]] == [("csat", n)]
+
+    await wait_for(lambda: counted(100), 60, "the study to count 100 chat answers", workers)
+    ended = await clients[1].delete("/v1/pulses/chat-week")
+    assert ended.status_code == 200 and ended.json()["state"] == "ended"
+    assert ended.json()["name"] == "Chat — Παρασκευή"
+    assert (await clients[0].post("/v1/events", json=events(30, 900))).json()["accepted"] == 30
+
+    async def all_scored() -> bool:
+        items = (await clients[0].get("/v1/scores?window=1h")).json()["items"]
+        return bool(items) and items[0]["n"] == 930
+
+    await wait_for(all_scored, 60, "930 events scored", workers)
+    assert await counted(100)  # ended: the 10 later chat answers are not in it
+    listed = (await clients[0].get("/v1/pulses?state=ended")).json()
+    assert [p["pulse_id"] for p in listed["items"]] == ["chat-week"]
+    assert (await clients[0].delete("/v1/pulses/nobody")).status_code == 404
 
 
 async def _n(client: httpx.AsyncClient) -> bool:

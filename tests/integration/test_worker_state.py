@@ -16,6 +16,9 @@ from typing import Any
 import pytest
 from worker_support import TEST_CONFIG, Produced, engine_differences, make_stream, oracle
 
+from schemas import EventDecoder
+from streams.engine.metrics import observe
+from streams.runner import PULSE_END, PULSE_START, PulseRequest, encode_pulse_start
 from streams.worker import records as rec
 from streams.worker.merge import MergedView
 from streams.worker.partition import PartitionState
@@ -234,3 +237,68 @@ def test_a_checkpoint_with_a_lost_chunk_is_an_error_not_a_silent_reset() -> None
     del table.data.data[chunk]
     with pytest.raises(CheckpointError, match="lacks chunk"):
         store.read(0)
+
+
+def _control(offset: int, command: str, payload: bytes) -> Record:
+    return Record(offset, None, payload, None, ((rec.H_CONTROL, command.encode()),))
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+def test_pulse_studies_count_between_their_control_records_despite_crashes(seed: int) -> None:
+    """A study starts and ends at a control record in every partition; whatever the
+    batching, crashes and interleaving, the merged study counts exactly the valid,
+    first-seen matching events that sit between the two records in each partition."""
+    rng = random.Random(seed)
+    by_partition, produced = partitioned(1200, seed, 3)
+    request = PulseRequest("chat-study", "Chat, þriðjudagur", {"channel": ["chat"]},
+                           0, 2_000_000_000, 0, 1)
+    start_payload = encode_pulse_start(request)
+    decoder = EventDecoder()
+    want: dict[str, list[float]] = {}
+    published: dict[int, list[tuple[bytes, bytes | None]]] = {}
+    for p, records in by_partition.items():
+        kinds = {x.offset: x.item.kind for x in produced if x.partition == p}
+        first, last = len(records) // 3, 2 * len(records) // 3
+        for position, record in enumerate(records[first:last], start=first):
+            if kinds[position] != "valid" or record.value is None:
+                continue
+            event = decoder.decode(record.value)
+            if event.channel == "chat":
+                o = observe(event)
+                n_sum = want.setdefault(o.metric, [0.0, 0.0])
+                if o.scored:  # "not applicable" answers are counted apart
+                    n_sum[0] += 1
+                    n_sum[1] += o.value
+        laid = (records[:first] + [_control(0, PULSE_START, start_payload)]
+                + records[first:last] + [_control(0, PULSE_END, b"chat-study")]
+                + records[last:]
+                + [_control(0, PULSE_START, start_payload)])  # the id exists: refused
+        laid = [Record(i, r.key, r.value, r.timestamp, r.headers) for i, r in enumerate(laid)]
+        published[p] = []
+        state = run_with_crashes(p, laid, rng, published[p])
+        assert state.engine.pulses["chat-study"].ended_at is not None
+    view = MergedView(TEST_CONFIG)
+    for p in rng.sample(sorted(published), len(published)):
+        for key, value in published[p]:
+            view.apply(key, value)
+    study = view.engine().pulses["chat-study"]
+    assert study.name == "Chat, þriðjudagur" and not study.active
+    got = {m: [float(v[0]), float(v[1])] for m, v in study.study.items()}
+    assert sorted(got) == sorted(want)
+    for metric, (n, total) in want.items():
+        assert got[metric][0] == n, metric
+        assert got[metric][1] == pytest.approx(total), metric
+    assert study.baseline == {}
+
+
+def test_a_control_record_that_cannot_apply_is_a_dead_letter_with_its_reason() -> None:
+    state = PartitionState.fresh(0, TEST_CONFIG)
+    report = state.process([
+        _control(0, PULSE_END, b"nobody"),
+        _control(1, "pulse_pause", b"x"),
+        _control(2, PULSE_START, b"{not json"),
+    ])
+    assert report.commands == 0 and state.next_offset == 3
+    assert [(d.offset, d.field) for d in report.dead_letters] == [
+        (0, "control.pulse_id"), (1, "control.command"), (2, "control.pulse")]
+    assert "nobody" in report.dead_letters[0].reason
