@@ -87,6 +87,17 @@ async def _refresh_loop(app: FastAPI, runner: Runner, settings: Settings) -> Non
         await asyncio.sleep(settings.metrics_refresh_seconds)
 
 
+_FIELD_ERROR: dict[str, Any] = {
+    "title": "FieldError",
+    "type": "object",
+    "required": ["field", "reason"],
+    "properties": {
+        "field": {"type": "string", "description": "the offending field ($ for the body)"},
+        "reason": {"type": "string", "description": "why it was refused"},
+    },
+}
+
+
 def create_app(
     settings: Settings,
     runner: Runner,
@@ -135,6 +146,20 @@ def create_app(
     async def metrics() -> Response:
         """Prometheus exposition: scores, alerts and pipeline health."""
         return Response(generate_latest(app.state.registry), media_type=CONTENT_TYPE_LATEST)
+
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        """FastAPI's schema, with 422 bodies as this app writes them: field + reason."""
+        if app.openapi_schema is None:
+            schema = default_openapi()
+            schemas = schema.get("components", {}).get("schemas", {})
+            if "ValidationError" in schemas:
+                schemas["ValidationError"] = _FIELD_ERROR
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -62,8 +62,10 @@ async def start_pulse(body: PulseIn, runner: RunnerDep, response: Response,
     try:
         await runner.start_pulse(request)
     except PulseError as exc:
-        code = 409 if exc.field == "pulse_id" else 422
-        raise HTTPException(code, detail={"field": exc.field, "reason": exc.reason}) from None
+        error = {"field": exc.field, "reason": exc.reason}
+        if exc.field == "pulse_id":
+            raise HTTPException(409, detail=error) from None
+        raise HTTPException(422, detail=[error]) from None  # shaped like every other 422
     found = await _find(runner, pulse_id)
     if found is None:
         # Durably started, not yet in the state the API reads (Kafka workers apply the

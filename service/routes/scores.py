@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query
 
 from service.deps import ReadKey, RunnerDep, SettingsDep
 from service.views import num, scope_score_view
-from streams.engine.engine import Engine
+from streams.engine.engine import Engine, ScopeScore, WindowRef
 
 router = APIRouter(prefix="/v1/scores", tags=["scores"])
 
@@ -22,9 +23,10 @@ async def list_scores(
     runner: RunnerDep,
     settings: SettingsDep,
     _: ReadKey,
-    family: Literal["continuous", "periodic"] = "continuous",
-    window: Annotated[str, Query(max_length=16, description="e.g. 15m, 1h, 24h, 7d, "
-                                 "day, week, month, quarter")] = "1h",
+    family: Literal["continuous", "periodic", "pulse"] = "continuous",
+    window: Annotated[str, Query(max_length=64, description="e.g. 15m, 1h, 24h, 7d, "
+                                 "day, week, month, quarter; with family=pulse, a pulse "
+                                 "study id")] = "1h",
     scope: Annotated[str | None, Query(
         max_length=200,
         description="List every value of a scope: dimensions, comma separated "
@@ -48,6 +50,8 @@ async def list_scores(
 
     Filter by dimension values (``channel=chat&segment=enterprise`` picks that exact
     scope value) or list a whole scope (``scope=channel``). Pages with limit/offset.
+    ``family=pulse&window=<study id>``: the study's scores per metric, its filter as the
+    scope and its baseline as ``previous``.
     """
     where = {k: v for k, v in {
         "channel": channel, "touchpoint": touchpoint, "segment": segment,
@@ -57,9 +61,19 @@ async def list_scores(
     dims = None if scope is None else tuple(d.strip() for d in scope.split(",") if d.strip())
     limit = min(limit, settings.max_page)
 
+    if family == "pulse" and (where or dims):
+        raise HTTPException(422, detail=[{  # shaped like every other 422
+            "field": "scope" if dims else next(iter(where)),
+            "reason": "a pulse study's filter is its scope: family=pulse takes no scope "
+                      "or dimension filters"}])
+
     def query(engine: Engine) -> tuple[list[dict[str, Any]], int]:
         computed = time.time()
-        found = engine.scores(family, window, where=where or None, scope=dims, metric=metric)
+        if family == "pulse":
+            found = _pulse_scores(engine, window, metric)
+        else:
+            found = engine.scores(family, window, where=where or None, scope=dims,
+                                  metric=metric)
         page = found[offset : offset + limit]
         return [scope_score_view(s, computed) for s in page], len(found)
 
@@ -75,6 +89,24 @@ async def list_scores(
         "offset": offset,
         "next_offset": following if following < total else None,
     }
+
+
+def _pulse_scores(engine: Engine, pulse_id: str, metric: str | None) -> list[ScopeScore]:
+    """A pulse study's results as scores of a ``pulse`` window against its baseline."""
+    study = engine.pulses.get(pulse_id)
+    if study is None:
+        raise KeyError(f"no pulse study {pulse_id!r} (GET /v1/pulses lists them)")
+    scope = {dim: ",".join(values) for dim, values in study.filter.items()}
+    ref = WindowRef("pulse", pulse_id, datetime.fromtimestamp(study.start, UTC),
+                    datetime.fromtimestamp(study.end, UTC), study.name)
+    out = []
+    for name, current, baseline in study.results():
+        if metric is not None and name != metric:
+            continue
+        target = engine.target(name, scope)
+        gap = None if target is None or current.n == 0 else current.value - target
+        out.append(ScopeScore(scope, name, current, ref, target, gap, None, baseline))
+    return out
 
 
 @router.get("/journeys")

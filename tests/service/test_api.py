@@ -188,6 +188,22 @@ async def test_pulse_lifecycle(client: httpx.AsyncClient) -> None:
     got = (await client.get("/v1/pulses/chat-after-pricing", headers=auth(READ))).json()
     (result,) = got["results"]
     assert (result["study"]["n"], result["baseline"]["n"]) == (5, 1)
+    # The same study as a window of /v1/scores: filter as scope, baseline as previous.
+    scores = (await client.get("/v1/scores?family=pulse&window=chat-after-pricing",
+                               headers=auth(READ))).json()
+    (item,) = scores["items"]
+    assert item["scope"] == {"channel": "chat"} and item["metric"] == result["metric"]
+    assert (item["n"], item["previous"]["n"]) == (5, 1)
+    assert item["value"] == result["study"]["value"]
+    assert item["change"] == pytest.approx(result["difference"])
+    assert item["window"]["family"] == "pulse" and item["window"]["label"] == body["name"]
+    assert item["target"] is not None and item["gap"] == pytest.approx(
+        item["value"] - item["target"])
+    missing = await client.get("/v1/scores?family=pulse&window=nope", headers=auth(READ))
+    assert missing.status_code == 404 and "nope" in missing.json()["detail"]
+    filtered = await client.get("/v1/scores?family=pulse&window=chat-after-pricing"
+                                "&channel=chat", headers=auth(READ))
+    assert filtered.status_code == 422 and filtered.json()["detail"][0]["field"] == "channel"
     ended = await client.delete("/v1/pulses/chat-after-pricing", headers=auth(ADMIN))
     assert ended.json()["state"] == "ended"
     assert (await client.delete("/v1/pulses/nope", headers=auth(ADMIN))).status_code == 404
@@ -204,7 +220,7 @@ async def test_invalid_pulse_names_the_field(client: httpx.AsyncClient) -> None:
              "baseline_start": (NOW - timedelta(1)).isoformat(), "filter": {"colour": ["x"]}}
     bad2 = await client.post("/v1/pulses", json=body2, headers=auth(ADMIN))
     assert bad2.status_code == 422
-    assert bad2.json()["detail"]["field"] == "filter.colour"
+    assert bad2.json()["detail"][0]["field"] == "filter.colour"
 
 
 # -- metrics --------------------------------------------------------------------------
