@@ -46,6 +46,7 @@ from streams.engine.config import EngineConfig
 from streams.engine.detect import Detector
 from streams.engine.engine import Engine
 from streams.worker import scores as sc
+from streams.worker.metrics import WorkerMetrics
 from streams.worker.partition import BatchReport, PartitionState
 from streams.worker.reader import ScoresReader, read_compacted
 from streams.worker.settings import WorkerSettings
@@ -79,8 +80,10 @@ class TouchpointProcessor:
     """Per-partition engines over the input topic's batches (see the module docstring)."""
 
     def __init__(self, app: Any, settings: WorkerSettings, config: EngineConfig,
-                 checkpoints: CheckpointStore, output: Output) -> None:
+                 checkpoints: CheckpointStore, output: Output,
+                 metrics: WorkerMetrics | None = None) -> None:
         self.app = app
+        self.metrics = metrics or WorkerMetrics()
         self.settings = settings
         self.config = config
         self.checkpoints = checkpoints
@@ -143,7 +146,9 @@ class TouchpointProcessor:
                 self.positioned.add(partition)
             started = time.perf_counter()
             report = state.process(records)
-            self.seconds["process"] += time.perf_counter() - started
+            took = time.perf_counter() - started
+            self.seconds["process"] += took
+            self.metrics.batch_seconds.observe(took)
             self.totals["batches"] += 1
             self._account(report)
             dlq_partition = partition % self.settings.dead_letter_partitions
@@ -224,6 +229,12 @@ class TouchpointProcessor:
     # -- flushing --------------------------------------------------------------------
 
     async def _maybe_flush(self, state: PartitionState, *, force: bool = False) -> None:
+        started = time.perf_counter()
+        if await self._flush_due(state, force=force):
+            self.metrics.flush_seconds.observe(time.perf_counter() - started)
+
+    async def _flush_due(self, state: PartitionState, *, force: bool) -> bool:
+        """Flush what is due; whether anything was written."""
         now = time.monotonic()
         s = self.settings
         since = state.events_since_checkpoint
@@ -233,14 +244,17 @@ class TouchpointProcessor:
             if since > 0 and (force or since >= s.checkpoint_events
                               or now - state.published_at >= s.flush_interval):
                 await self._commit_transaction(state)
-            return
+                return True
+            return False
         checkpoint = since > 0 and (force or since >= s.checkpoint_events
                                     or now - state.checkpointed_at >= s.checkpoint_interval)
-        if state.has_unpublished and (checkpoint or force
-                                      or now - state.published_at >= s.flush_interval):
+        publish = state.has_unpublished and (checkpoint or force
+                                             or now - state.published_at >= s.flush_interval)
+        if publish:
             await self._publish(state)
         if checkpoint:
             await self._checkpoint(state)
+        return publish or checkpoint
 
     async def _publish(self, state: PartitionState) -> None:
         pending = self._pending[state.partition]

@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
+from prometheus_client import start_http_server
 
 from streams.engine.config import EngineConfig
 from streams.worker.agents import Output, ScoresPublisher, TouchpointProcessor
+from streams.worker.metrics import WorkerMetrics
 from streams.worker.settings import WorkerSettings
 from streams.worker.tables import CheckpointStore, TopicCheckpointStore
 from streams.worker.topics import ensure_topics, faust_topic
@@ -64,6 +66,7 @@ class Worker:
     config: EngineConfig
     processor: TouchpointProcessor
     publisher: ScoresPublisher
+    metrics: WorkerMetrics
 
 
 def create_worker(settings: WorkerSettings, config: EngineConfig | None = None) -> Worker:
@@ -114,7 +117,9 @@ def create_worker(settings: WorkerSettings, config: EngineConfig | None = None) 
                           key_type=bytes, value_type=bytes, options=options,
                           help="per-partition checkpoints (engine snapshot + input offset)")
         checkpoints = CheckpointStore(table, output.send, settings.checkpoint_chunk_bytes)
-    processor = TouchpointProcessor(app, settings, config, checkpoints, output)
+    metrics = WorkerMetrics()
+    processor = TouchpointProcessor(app, settings, config, checkpoints, output, metrics)
+    metrics.watch(processor)
     publisher = ScoresPublisher(app, settings, config, output)
     app.processor = processor
     app.publisher = publisher
@@ -151,7 +156,7 @@ def create_worker(settings: WorkerSettings, config: EngineConfig | None = None) 
     for task in (flush, scores, stats):
         app.task(task)
 
-    return Worker(app, settings, config, processor, publisher)
+    return Worker(app, settings, config, processor, publisher, metrics)
 
 
 def run_worker(settings: WorkerSettings) -> None:
@@ -165,6 +170,11 @@ def run_worker(settings: WorkerSettings) -> None:
         log.info("created topics: %s", ", ".join(created))
     worker = create_worker(settings, config)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
+    if settings.metrics_port is not None:
+        start_http_server(settings.metrics_port, settings.metrics_host,
+                          registry=worker.metrics.registry)
+        log.info("metrics on http://%s:%d/metrics", settings.metrics_host,
+                 settings.metrics_port)
     # Start-up objects never die: keep them out of collections; engine state is long-
     # lived too, so collect the young generation less often (~8% per event measured).
     gc.collect()

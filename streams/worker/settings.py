@@ -86,6 +86,10 @@ class WorkerSettings(BaseSettings):
     """Static group membership (e.g. the pod name): a restart within the session
     timeout gets its partitions back without a rebalance."""
 
+    metrics_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    """Serve the worker's Prometheus metrics (``/metrics``) on this port; off unless set."""
+    metrics_host: str = "0.0.0.0"  # noqa: S104 - scraped from outside the pod
+    """Address the metrics server listens on."""
     web_port: Annotated[int, Field(ge=1, le=65535)] | None = None
     """Faust's own web server (``/``, stats); off unless a port is given."""
     log_level: Literal["debug", "info", "warn", "error", "crit"] = "info"

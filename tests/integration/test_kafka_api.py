@@ -17,8 +17,9 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
-from worker_support import TEST_CONFIG, Workers, worker_settings, write_config
+from worker_support import TEST_CONFIG, Workers, free_port, worker_settings, write_config
 
 from schemas import EventDecoder
 from service.app import create_app
@@ -55,9 +56,11 @@ async def test_events_posted_to_the_api_are_scored_by_the_workers(
         kafka_bootstrap: str, tmp_path: Path) -> None:
     name = f"api-{uuid.uuid4().hex[:8]}"
     config_path = write_config(tmp_path / "engine.json", TEST_CONFIG)
+    metrics_port = free_port()
     settings = worker_settings(kafka_bootstrap, name, tmp_path / "w",
                                input_topic=f"{name}-touchpoints", partitions=3,
-                               engine_config=config_path)
+                               engine_config=config_path, metrics_port=metrics_port,
+                               metrics_host="127.0.0.1")
     ensure_topics(settings)
     workers = Workers(tmp_path)
     api_settings = Settings(data_dir=tmp_path / "api",
@@ -114,6 +117,7 @@ async def test_events_posted_to_the_api_are_scored_by_the_workers(
             letters = (await clients[0].get("/v1/dead-letters")).json()["items"]
             assert any(d["kind"] == "rejected" and d["field"] == "value" for d in letters)
             await _pulse_study(clients, workers)
+            await _worker_metrics(metrics_port)
             for client in clients:
                 await client.aclose()
         finally:
@@ -163,6 +167,23 @@ async def _pulse_study(clients: list[httpx.AsyncClient], workers: Workers) -> No
     listed = (await clients[0].get("/v1/pulses?state=ended")).json()
     assert [p["pulse_id"] for p in listed["items"]] == ["chat-week"]
     assert (await clients[0].delete("/v1/pulses/nobody")).status_code == 404
+
+
+async def _worker_metrics(port: int) -> None:
+    """The worker's own /metrics: every record it took in, by outcome, and its timings."""
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+    records = {dict(k[1])["outcome"]: v for k, v in samples.items()
+               if k[0] == "touchstream_worker_records_total"}
+    # 930 events; a start and an end of the study in each of 3 partitions.
+    assert records == {"accepted": 930, "duplicate": 0, "late": 0, "rejected": 0,
+                       "skipped": 0, "command": 6}
+    assert samples[("touchstream_worker_partitions", ())] == 3
+    assert samples[("touchstream_worker_batch_seconds_count", ())] >= 3
+    offsets = [v for k, v in samples.items() if k[0] == "touchstream_worker_input_offset"]
+    assert sorted(offsets) != [] and sum(offsets) == 930 + 6
 
 
 async def _n(client: httpx.AsyncClient) -> bool:

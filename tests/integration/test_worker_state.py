@@ -7,13 +7,18 @@ replays and restores, merged from their partials, equal one engine over every ev
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import shutil
+import subprocess
 import zlib
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 from worker_support import TEST_CONFIG, Produced, engine_differences, make_stream, oracle
 
 from schemas import EventDecoder
@@ -21,6 +26,7 @@ from streams.engine.metrics import observe
 from streams.runner import PULSE_END, PULSE_START, PulseRequest, encode_pulse_start
 from streams.worker import records as rec
 from streams.worker.merge import MergedView
+from streams.worker.metrics import WorkerMetrics
 from streams.worker.partition import PartitionState
 from streams.worker.tables import CheckpointError, CheckpointStore
 
@@ -302,3 +308,29 @@ def test_a_control_record_that_cannot_apply_is_a_dead_letter_with_its_reason() -
     assert [(d.offset, d.field) for d in report.dead_letters] == [
         (0, "control.pulse_id"), (1, "control.command"), (2, "control.pulse")]
     assert "nobody" in report.dead_letters[0].reason
+
+
+def test_worker_metrics_are_bounded_and_pass_promtool() -> None:
+    """One series per outcome and per owned partition; Prometheus's linter is content."""
+    class Processor:
+        totals = {"accepted": 7, "late": 2, "rejected": 1, "commands": 3}
+        states = {p: PartitionState.fresh(p, TEST_CONFIG) for p in range(3)}
+
+    metrics = WorkerMetrics()
+    metrics.watch(Processor())
+    metrics.batch_seconds.observe(0.004)
+    text = generate_latest(metrics.registry).decode()
+    samples = {(s.name, tuple(s.labels.values())): s.value
+               for f in text_string_to_metric_families(text) for s in f.samples}
+    assert samples[("touchstream_worker_records_total", ("command",))] == 3
+    assert samples[("touchstream_worker_dead_letters_total", ())] == 3
+    assert samples[("touchstream_worker_partitions", ())] == 3
+    assert {k[1] for k in samples if k[0] == "touchstream_worker_input_offset"} == {
+        ("0",), ("1",), ("2",)}
+    tool = shutil.which("promtool")
+    if tool is None:
+        assert os.environ.get("CI") != "true", "promtool missing (apt-get install prometheus)"
+        pytest.skip("promtool not installed (apt-get install prometheus)")
+    checked = subprocess.run([tool, "check", "metrics"], input=text.encode(),
+                             capture_output=True, timeout=60, check=False)
+    assert (checked.returncode, checked.stdout) == (0, b""), checked.stderr
