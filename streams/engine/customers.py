@@ -5,69 +5,33 @@ moments of everything older (their history). A customer is at risk when the rece
 mean sits below the history mean by at least ``min_drop`` *and* by more than ``z``
 standard errors, with enough answers on both sides: one bad day of an always-grumpy
 customer is normal for them; a sudden fall of a happy one is not.
+
+The state is columnar, so a million customers cost megabytes, not a million Python
+objects: ``customers`` maps each id to a row, and fixed-width typed arrays (stdlib
+``array``: amortised appends grown in place, fast scalar access, and numpy views for
+whole-column work) hold one value per row. A customer's ``signals`` (satisfaction
+values ever added) fixes everything else about its recent window: value number ``m``
+(from 0) sits in ring slot ``m % recent``; ``min(signals, recent)`` values are recent
+and the other ``signals - recent`` are history.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any
+from array import array
+from typing import Any, Final
+
+import numpy as np
 
 from streams.engine.config import CustomerConfig
 
 _VARIANCE_FLOOR = 0.01  # (0.1 on a 0..1 scale)^2: no certainty from a handful of equal answers
+_LAYOUT: Final = "columns-1"
+_SLACK: Final = 1e-9  # the vectorised at-risk pass only preselects; each pick is confirmed
 
-
-@dataclass(slots=True)
-class Customer:
-    """One customer's running state; fixed size."""
-
-    customer_id: str
-    segment: str
-    recent: list[float] = field(default_factory=list)
-    history_n: int = 0
-    history_mean: float = 0.0
-    history_m2: float = 0.0
-    signals: int = 0
-    last_seen: int = 0
-
-    def add(self, value: float, at: int, keep: int) -> None:
-        """Add one satisfaction value; the oldest recent value moves into history."""
-        self.signals += 1
-        self.last_seen = max(self.last_seen, at)
-        self.recent.append(value)
-        if len(self.recent) > keep:
-            old = self.recent.pop(0)
-            self.history_n += 1
-            delta = old - self.history_mean
-            self.history_mean += delta / self.history_n
-            self.history_m2 += delta * (old - self.history_mean)
-
-    def assess(self, cfg: CustomerConfig) -> dict[str, Any]:
-        """Baseline, trend and at-risk flag, with the numbers behind them."""
-        recent_n = len(self.recent)
-        recent_mean = sum(self.recent) / recent_n if recent_n else None
-        baseline = self.history_mean if self.history_n else None
-        trend = None
-        at_risk = False
-        if recent_mean is not None and baseline is not None:
-            trend = recent_mean - baseline
-            if recent_n >= cfg.min_recent and self.history_n >= cfg.min_history:
-                var = max(self.history_m2 / (self.history_n - 1), _VARIANCE_FLOOR)
-                se = math.sqrt(var / self.history_n + var / recent_n)
-                at_risk = -trend >= cfg.min_drop and -trend > cfg.z * se
-        return {
-            "customer_id": self.customer_id,
-            "segment": self.segment,
-            "signals": self.signals,
-            "last_seen": self.last_seen,
-            "baseline": None if baseline is None else 100 * baseline,
-            "baseline_n": self.history_n,
-            "recent": None if recent_mean is None else 100 * recent_mean,
-            "recent_n": recent_n,
-            "trend": None if trend is None else 100 * trend,
-            "at_risk": at_risk,
-        }
+for _code, _size in (("q", 8), ("d", 8), ("I", 4)):
+    if array(_code).itemsize != _size:  # pragma: no cover - exotic platforms only
+        raise ImportError(f"array type {_code!r} is not {_size} bytes here")
 
 
 class CustomerBook:
@@ -75,38 +39,204 @@ class CustomerBook:
 
     def __init__(self, cfg: CustomerConfig) -> None:
         self.cfg = cfg
-        self.customers: dict[str, Customer] = {}
+        self.keep = cfg.recent
+        self.customers: dict[str, int] = {}
+        """Customer id -> row, in order of first sight (rows are never reused)."""
+        self.segments: list[str] = []
+        self._segment_codes: dict[str, int] = {}
+        self._segment = array("I")  # code into ``segments``: the latest segment seen
+        self._signals = array("q")  # satisfaction values ever added
+        self._last_seen = array("q")
+        self._mean = array("d")  # history mean
+        self._m2 = array("d")  # history sum of squared deviations (Welford)
+        self._recent = array("d")  # ``keep`` ring slots per row
+        self._blank = array("d", bytes(8 * self.keep))
+
+    def __len__(self) -> int:
+        return len(self.customers)
+
+    def __contains__(self, customer_id: object) -> bool:
+        return customer_id in self.customers
 
     def add(self, customer_id: str, segment: str, value: float, at: int) -> None:
         """Record one signal; values that are not a satisfaction (NaN) only touch last-seen."""
-        customer = self.customers.get(customer_id)
-        if customer is None:
-            customer = self.customers[customer_id] = Customer(customer_id, segment)
-        customer.segment = segment
+        row = self.customers.get(customer_id)
+        if row is None:
+            row = self.customers[customer_id] = len(self._signals)
+            self._signals.append(0)
+            self._last_seen.append(0)
+            self._mean.append(0.0)
+            self._m2.append(0.0)
+            self._segment.append(0)
+            self._recent.extend(self._blank)
+        code = self._segment_codes.get(segment)
+        if code is None:
+            code = self._segment_code(segment)
+        self._segment[row] = code
+        last_seen = self._last_seen
+        if at > last_seen[row]:
+            last_seen[row] = at
         if math.isnan(value):
-            customer.last_seen = max(customer.last_seen, at)
             return
-        customer.add(value, at, self.cfg.recent)
+        signals, keep = self._signals, self.keep
+        m = signals[row]
+        signals[row] = m + 1
+        slot = row * keep + m % keep
+        if m >= keep:  # the oldest recent value moves into history
+            old = self._recent[slot]
+            n = m - keep + 1
+            mean = self._mean[row]
+            delta = old - mean
+            mean += delta / n
+            self._mean[row] = mean
+            self._m2[row] += delta * (old - mean)
+        self._recent[slot] = value
+
+    def _segment_code(self, segment: str) -> int:
+        code = self._segment_codes[segment] = len(self.segments)
+        self.segments.append(segment)
+        return code
 
     def get(self, customer_id: str) -> dict[str, Any] | None:
         """A customer's assessment, or None when never seen."""
-        customer = self.customers.get(customer_id)
-        return None if customer is None else customer.assess(self.cfg)
+        row = self.customers.get(customer_id)
+        return None if row is None else self._assess(customer_id, row)
+
+    def _recent_values(self, row: int) -> list[float]:
+        """The recent values of a row, oldest first."""
+        keep, m = self.keep, self._signals[row]
+        base = row * keep
+        if m <= keep:
+            return self._recent[base : base + m].tolist()
+        start = base + m % keep
+        return self._recent[start : base + keep].tolist() + self._recent[base:start].tolist()
+
+    def _assess(self, customer_id: str, row: int) -> dict[str, Any]:
+        """Baseline, trend and at-risk flag, with the numbers behind them."""
+        cfg = self.cfg
+        recent = self._recent_values(row)
+        recent_n = len(recent)
+        history_n = self._signals[row] - recent_n
+        history_mean = self._mean[row]
+        recent_mean = sum(recent) / recent_n if recent_n else None
+        baseline = history_mean if history_n else None
+        trend = None
+        at_risk = False
+        if recent_mean is not None and baseline is not None:
+            trend = recent_mean - baseline
+            if recent_n >= cfg.min_recent and history_n >= cfg.min_history:
+                var = max(self._m2[row] / (history_n - 1), _VARIANCE_FLOOR)
+                se = math.sqrt(var / history_n + var / recent_n)
+                at_risk = -trend >= cfg.min_drop and -trend > cfg.z * se
+        return {
+            "customer_id": customer_id,
+            "segment": self.segments[self._segment[row]],
+            "signals": self._signals[row],
+            "last_seen": self._last_seen[row],
+            "baseline": None if baseline is None else 100 * baseline,
+            "baseline_n": history_n,
+            "recent": None if recent_mean is None else 100 * recent_mean,
+            "recent_n": recent_n,
+            "trend": None if trend is None else 100 * trend,
+            "at_risk": at_risk,
+        }
 
     def at_risk(self) -> list[str]:
-        """Ids of customers flagged at risk now."""
-        return [c.customer_id for c in self.customers.values()
-                if c.assess(self.cfg)["at_risk"]]
+        """Ids of customers flagged at risk now, in order of first sight.
 
-    def state(self) -> list[list[Any]]:
-        """Snapshot."""
-        return [[c.customer_id, c.segment, c.recent, c.history_n, c.history_mean,
-                 c.history_m2, c.signals, c.last_seen] for c in self.customers.values()]
+        One numpy pass over the columns picks the candidates (with a little slack for
+        rounding); each is then confirmed by the same scalar test ``get`` applies.
+        """
+        rows = self._at_risk_candidates()
+        if not rows:
+            return []
+        ids = list(self.customers)
+        return [ids[r] for r in rows if self._assess(ids[r], r)["at_risk"]]
 
-    def restore(self, state: list[list[Any]]) -> None:
-        """Restore a snapshot taken by ``state``."""
-        self.customers = {
-            row[0]: Customer(row[0], row[1], list(row[2]), row[3], row[4], row[5], row[6],
-                             row[7])
-            for row in state
+    def _at_risk_candidates(self) -> list[int]:
+        cfg, keep, n = self.cfg, self.keep, len(self._signals)
+        if n == 0:
+            return []
+        signals = np.frombuffer(self._signals, dtype=np.int64)
+        recent_n = np.minimum(signals, keep)
+        history_n = signals - recent_n
+        eligible = (recent_n >= cfg.min_recent) & (history_n >= cfg.min_history)
+        rows = np.flatnonzero(eligible)
+        if len(rows) == 0:
+            return []
+        ring = np.frombuffer(self._recent, dtype=np.float64).reshape(n, keep)[rows]
+        m, r_n, h_n = signals[rows], recent_n[rows], history_n[rows]
+        total = np.zeros(len(rows), dtype=np.float64)
+        for j in range(keep):  # oldest first, as the scalar path sums
+            slot = np.where(m >= keep, (m + j) % keep, j)
+            total += np.where(j < r_n, ring[np.arange(len(rows)), slot], 0.0)
+        trend = total / r_n - np.frombuffer(self._mean, dtype=np.float64)[rows]
+        var = np.maximum(np.frombuffer(self._m2, dtype=np.float64)[rows] / (h_n - 1),
+                         _VARIANCE_FLOOR)
+        se = np.sqrt(var / h_n + var / r_n)
+        picked = (-trend >= cfg.min_drop - _SLACK) & (-trend > cfg.z * se - _SLACK)
+        out: list[int] = rows[picked].tolist()
+        return out
+
+    def state(self) -> dict[str, Any]:
+        """Snapshot: the columns as bytes (native byte order), ids in row order."""
+        return {
+            "layout": _LAYOUT,
+            "keep": self.keep,
+            "ids": list(self.customers),
+            "segments": list(self.segments),
+            "segment": self._segment.tobytes(),
+            "signals": self._signals.tobytes(),
+            "last_seen": self._last_seen.tobytes(),
+            "history_mean": self._mean.tobytes(),
+            "history_m2": self._m2.tobytes(),
+            "recent": self._recent.tobytes(),
         }
+
+    def restore(self, state: dict[str, Any] | list[list[Any]]) -> None:
+        """Restore a snapshot taken by ``state``, or the one-row-per-customer lists of
+        the object layout before it (``[id, segment, recent, history_n, history_mean,
+        history_m2, signals, last_seen]``)."""
+        fresh = CustomerBook(self.cfg)
+        if isinstance(state, dict):
+            fresh._load_columns(state)
+        else:
+            fresh._load_rows(state)
+        self.__dict__.update(fresh.__dict__)
+
+    def _load_columns(self, state: dict[str, Any]) -> None:
+        if state.get("layout") != _LAYOUT:
+            raise ValueError(f"unknown customer snapshot layout {state.get('layout')!r}")
+        if state["keep"] != self.keep:
+            raise ValueError(f"customer snapshot keeps {state['keep']} recent values, "
+                             f"the configuration {self.keep}")
+        ids: list[str] = list(state["ids"])
+        self.segments = list(state["segments"])
+        self._segment_codes = {s: i for i, s in enumerate(self.segments)}
+        for column, name in ((self._segment, "segment"), (self._signals, "signals"),
+                             (self._last_seen, "last_seen"), (self._mean, "history_mean"),
+                             (self._m2, "history_m2"), (self._recent, "recent")):
+            column.frombytes(state[name])
+            width = self.keep if name == "recent" else 1
+            if len(column) != width * len(ids):
+                raise ValueError(f"customer snapshot column {name} does not match the ids")
+        self.customers = {cid: row for row, cid in enumerate(ids)}
+        if len(self.customers) != len(ids):
+            raise ValueError("customer snapshot repeats an id")
+
+    def _load_rows(self, rows: list[list[Any]]) -> None:
+        keep = self.keep
+        for cid, segment, recent, history_n, mean, m2, signals, last_seen in rows:
+            if len(recent) != min(signals, keep) or history_n != signals - len(recent):
+                raise ValueError(f"customer {cid!r}: {len(recent)} recent and {history_n} "
+                                 f"history values do not add up to {signals} signals "
+                                 f"with {keep} kept recent")
+            if cid in self.customers:
+                raise ValueError(f"customer snapshot repeats the id {cid!r}")
+            self.add(cid, segment, math.nan, last_seen)
+            row = self.customers[cid]
+            self._signals[row], self._last_seen[row] = signals, last_seen
+            self._mean[row], self._m2[row] = mean, m2
+            first = signals - len(recent)  # value number of the oldest recent value
+            for m, value in enumerate(recent, start=first):
+                self._recent[row * keep + m % keep] = value
