@@ -80,7 +80,10 @@ class CalendarBucketing:
 
     def ids(self, seconds: IntArray) -> IntArray:
         """Period id of each time: days, weeks, months or quarters since the epoch."""
-        days = self.local_days(seconds)
+        return self.ids_of_days(self.local_days(seconds))
+
+    def ids_of_days(self, days: IntArray) -> IntArray:
+        """Period id of each local day (as ``local_days`` gives them, in this zone)."""
         if self.unit == "day":
             return days
         if self.unit == "week":

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import compress
+from operator import attrgetter
 from typing import Any, Final, Literal
 
 import msgspec
@@ -25,9 +27,19 @@ from streams.engine.config import CALENDAR_UNITS, DIMENSIONS, EngineConfig
 from streams.engine.customers import CustomerBook
 from streams.engine.dimensions import NONE, DimensionCodes
 from streams.engine.journeys import JourneyTracker
-from streams.engine.metrics import NCOLS, FloatArray, Observation, Score, observe, rows, score
+from streams.engine.metrics import (
+    NCOLS,
+    BoolArray,
+    CompactRows,
+    FloatArray,
+    Observations,
+    Score,
+    distinct_inverse,
+    observe_many,
+    score,
+)
 from streams.engine.pulses import PulseError, PulseStudy
-from streams.engine.store import Granularity, SeriesKey, SeriesRegistry, group_sum
+from streams.engine.store import Granularity, SeriesKey, SeriesRegistry, group_compact
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +47,8 @@ Family = Literal["continuous", "periodic"]
 SNAPSHOT_VERSION: Final = 1
 _METRIC_RADIX: Final = 1024
 _NEVER: Final = -(2**62)
+_GROUP_ROWS: Final = 1 << 17
+"""About how many (event, scope) rows one grouping call takes, over granularities."""
 
 
 @dataclass(slots=True)
@@ -83,9 +97,50 @@ def event_seconds(event: TouchpointEvent) -> int:
     return int(event.occurred_at.timestamp() // 1)
 
 
-def _dim(event: TouchpointEvent, dimension: str) -> str:
-    value = getattr(event, dimension)
-    return NONE if value is None else str(value)
+_Column = Callable[[Sequence[TouchpointEvent]], list[Any]]
+
+# A list comprehension with the attribute spelled out reads a field of every event
+# several times faster than ``map(attrgetter(name), events)``: these are the fields
+# read from every batch (others, such as pulse filters on rarer dimensions, use
+# ``attrgetter``).
+_COLUMNS: Final[dict[str, _Column]] = {
+    "event_id": lambda events: [e.event_id for e in events],
+    "customer_id": lambda events: [e.customer_id for e in events],
+    "segment": lambda events: [e.segment for e in events],
+    "offering": lambda events: [e.offering for e in events],
+    "journey_id": lambda events: [e.journey_id for e in events],
+    "journey_type": lambda events: [e.journey_type for e in events],
+    "journey_end": lambda events: [e.journey_end for e in events],
+    "stage": lambda events: [e.stage for e in events],
+    "channel": lambda events: [e.channel for e in events],
+    "touchpoint": lambda events: [e.touchpoint for e in events],
+    "owner": lambda events: [e.owner for e in events],
+}
+
+
+class _Fields:
+    """Fields of a batch of events as lists, each read once."""
+
+    def __init__(self, events: Sequence[TouchpointEvent]) -> None:
+        self._events = events
+        self._lists: dict[str, list[Any]] = {}
+
+    def get(self, name: str) -> list[Any]:
+        """The value of field ``name`` of every event."""
+        found = self._lists.get(name)
+        if found is None:
+            column = _COLUMNS.get(name)
+            found = self._lists[name] = (
+                column(self._events) if column is not None
+                else list(map(attrgetter(name), self._events))
+            )
+        return found
+
+
+def _matches(values: list[Any], allowed: tuple[str, ...]) -> BoolArray:
+    """Which dimension values (None meaning ``none``) a pulse filter allows."""
+    verdict = {v: (NONE if v is None else str(v)) in allowed for v in set(values)}
+    return np.fromiter(map(verdict.__getitem__, values), dtype=np.bool_, count=len(values))
 
 
 class Engine:
@@ -112,6 +167,9 @@ class Engine:
         self.watermark: int | None = None
         self.seen: dict[str, int] = {}
         self._seen_mark = 1024
+        # At most the earliest time in ``seen`` (None when empty): pruning skips the scan
+        # while nothing can be past the horizon.
+        self._seen_oldest: int | None = None
         self.counters: Counter[str] = Counter()
         self.journeys = JourneyTracker(config.journey_timeout, config.journeys_kept)
         self.customers = CustomerBook(config.customers)
@@ -130,66 +188,152 @@ class Engine:
 
     def ingest(self, events: Iterable[TouchpointEvent]) -> IngestResult:
         """Count a batch of validated events, in arrival order."""
+        batch = events if isinstance(events, list) else list(events)
         result = IngestResult()
-        accepted: list[TouchpointEvent] = []
-        times: list[int] = []
-        wm = self.watermark
-        lateness = self.config.allowed_lateness
-        seen = self.seen
-        for event in events:
-            at = event_seconds(event)
-            if event.event_id in seen:
-                result.duplicates.append(event)
-                continue
-            seen[event.event_id] = at
-            if wm is not None and at < wm - lateness:
-                result.late.append(event)
-                continue
-            accepted.append(event)
-            times.append(at)
-            if wm is None or at > wm:
-                wm = at
+        stamps = np.array([e.occurred_at.timestamp() for e in batch], dtype=np.float64)
+        times = np.floor(stamps).astype(np.int64)  # event_seconds of each
+        at_list: list[int] = times.tolist()
+        ids = [e.event_id for e in batch]
+        fresh = dict(zip(ids, at_list, strict=True))
+        if len(fresh) == len(ids) and self.seen.keys().isdisjoint(fresh):
+            # No duplicates (the usual case): dedupe and lateness for the whole batch.
+            self.seen.update(fresh)
+            if at_list:
+                self._seen_since(int(times.min()))
+            accepted, kept, wm = self._drop_late(batch, times, result)
+        else:
+            accepted, kept, wm = self._dedupe(batch, ids, at_list, result)
         self.watermark = wm
         self.counters["duplicate"] += len(result.duplicates)
         self.counters["late"] += len(result.late)
         if accepted and wm is not None:
-            self._aggregate(accepted, np.asarray(times, dtype=np.int64), wm)
+            self._aggregate(accepted, kept, wm)
         result.accepted = len(accepted)
         self.counters["accepted"] += len(accepted)
         self._prune_seen()
         return result
 
+    def _drop_late(self, batch: list[TouchpointEvent], times: IntArray,
+                   result: IngestResult) -> tuple[list[TouchpointEvent], IntArray, int | None]:
+        """Hold back the late events of a batch without duplicates.
+
+        Returns the accepted events, their times and the new watermark.
+        """
+        wm = self.watermark
+        if not batch:
+            return batch, times, wm
+        # The watermark each event meets: late events never raise it, so a running max.
+        before = np.empty(len(times), dtype=np.int64)
+        before[0] = _NEVER if wm is None else wm
+        np.maximum(np.maximum.accumulate(times)[:-1], before[0], out=before[1:])
+        late = (times < before - self.config.allowed_lateness) & (before != _NEVER)
+        top = int(times.max())
+        wm = top if wm is None or top > wm else wm
+        if not late.any():
+            return batch, times, wm
+        accepted: list[TouchpointEvent] = []
+        for event, is_late in zip(batch, late.tolist(), strict=True):
+            (result.late if is_late else accepted).append(event)
+        return accepted, times[~late], wm
+
+    def _dedupe(self, batch: list[TouchpointEvent], ids: list[str], times: list[int],
+                result: IngestResult) -> tuple[list[TouchpointEvent], IntArray, int | None]:
+        """Drop duplicates and hold back late events, event by event.
+
+        Returns the accepted events, their times and the new watermark.
+        """
+        accepted: list[TouchpointEvent] = []
+        kept: list[int] = []
+        wm = self.watermark
+        lateness = self.config.allowed_lateness
+        seen = self.seen
+        if times:
+            self._seen_since(min(times))
+        for event, event_id, at in zip(batch, ids, times, strict=True):
+            if event_id in seen:
+                result.duplicates.append(event)
+                continue
+            seen[event_id] = at
+            if wm is not None and at < wm - lateness:
+                result.late.append(event)
+                continue
+            accepted.append(event)
+            kept.append(at)
+            if wm is None or at > wm:
+                wm = at
+        return accepted, np.array(kept, dtype=np.int64), wm
+
     def _aggregate(self, events: Sequence[TouchpointEvent], times: IntArray,
                    watermark: int) -> None:
-        observations = [observe(e) for e in events]
-        vectors = rows(observations)
-        self.counters["not_applicable"] += int(vectors[:, 5].sum())
-        metric_codes = np.fromiter(
-            (self._metric(o.metric) for o in observations), dtype=np.int64, count=len(events)
-        )
-        codes = {
-            d: np.asarray(reg.codes([_dim(e, d) for e in events]), dtype=np.int64)
-            for d, reg in self.dims.items()
-        }
-        series = np.concatenate([
-            self._series_ids(i, scope, metric_codes, codes)
-            for i, scope in enumerate(self.config.scopes)
-        ])
+        observations = observe_many(events)
+        compact = observations.compact()
+        self.counters["not_applicable"] += int(np.count_nonzero(~observations.scored))
+        metric_codes = np.array([self._metric(m) for m in observations.metrics],
+                                dtype=np.int64)[observations.metric]
+        fields = _Fields(events)
+        codes = {d: reg.encode(fields.get(d)) for d, reg in self.dims.items()}
+        series = self._series_ids(metric_codes, codes)
         n_scopes = len(self.config.scopes)
-        all_vectors = np.tile(vectors, (n_scopes, 1))
-        all_times = np.tile(times, n_scopes)
         self._grow_latest()
-        np.maximum.at(self.latest, series, all_times)
-        n_series = len(self.series)
-        for gran in self.granularities.values():
-            buckets = np.tile(gran.bucketing.ids(times), n_scopes)
-            low = int(buckets.min())
-            keys, sums = group_sum((buckets - low) * n_series + series, all_vectors)
-            gran.add(keys // n_series + low, keys % n_series, sums)
-            gran.expire(int(gran.bucketing.ids(np.array([watermark]))[0]))
-        self._pulses(events, observations, times, vectors)
-        self._people(events, observations, times)
+        np.maximum.at(self.latest, series, np.tile(times, n_scopes))
+        all_rows = compact.tile(n_scopes)
+        # The bucket ids of every event time, then of the watermark (the newest to keep).
+        bucket_ids = self._bucket_ids(np.append(times, watermark))
+        grans = list(self.granularities.values())
+        # Small batches group several granularities at once (fewer numpy calls); large
+        # ones one at a time (arrays that stay in cache).
+        step = max(1, _GROUP_ROWS // (n_scopes * len(times)))
+        for i in range(0, len(grans), step):
+            self._add_grouped(grans[i : i + step], bucket_ids[i : i + step], series,
+                              all_rows, n_scopes)
+        self._pulses(observations, compact, times, fields)
+        self._people(observations, times, fields)
         self.journeys.sweep(watermark)
+
+    def _add_grouped(self, grans: list[Granularity], bucket_ids: list[IntArray],
+                     series: IntArray, rows: CompactRows, n_scopes: int) -> None:
+        """Add a batch to granularities: its rows grouped by (bucket, series) in one go.
+
+        ``bucket_ids`` holds each granularity's bucket of every event, then of the
+        watermark; ``series`` and ``rows`` the series and row of every event in every
+        scope, scope by scope.
+        """
+        n_series = len(self.series)
+        # The (bucket, series) keys of each granularity start past the previous one's.
+        keys_by_gran: list[IntArray] = []
+        origins: list[tuple[int, int]] = []  # (first key, first bucket) per granularity
+        offset = 0
+        for ids in bucket_ids:
+            low = int(ids[:-1].min())
+            keys_by_gran.append((np.tile(ids[:-1], n_scopes) - low) * n_series + series
+                                + offset)
+            origins.append((offset, low))
+            offset += (int(ids[:-1].max()) - low + 1) * n_series
+        keys, sums = group_compact(
+            np.concatenate(keys_by_gran) if len(keys_by_gran) > 1 else keys_by_gran[0],
+            rows.tile(len(bucket_ids)) if len(bucket_ids) > 1 else rows,
+        )
+        cuts = np.searchsorted(keys, [first for first, _ in origins] + [offset]).tolist()
+        for gran, ids, (first, low), lo, hi in zip(grans, bucket_ids, origins, cuts[:-1],
+                                                   cuts[1:], strict=True):
+            local = keys[lo:hi] - first
+            gran.add(local // n_series + low, local % n_series, sums[lo:hi])
+            gran.expire(int(ids[-1]))
+
+    def _bucket_ids(self, times: IntArray) -> list[IntArray]:
+        """Bucket ids of each time in every granularity (local days computed once)."""
+        out: list[IntArray] = []
+        days: dict[object, IntArray] = {}
+        for gran in self.granularities.values():
+            bucketing = gran.bucketing
+            if isinstance(bucketing, CalendarBucketing):
+                local = days.get(bucketing.zone)
+                if local is None:
+                    local = days[bucketing.zone] = bucketing.local_days(times)
+                out.append(bucketing.ids_of_days(local))
+            else:
+                out.append(bucketing.ids(times))
+        return out
 
     def _metric(self, name: str) -> int:
         code = self._metric_codes.get(name)
@@ -198,22 +342,53 @@ class Engine:
             self.metrics.append(name)
         return code
 
-    def _series_ids(self, index: int, scope: tuple[str, ...], metric_codes: IntArray,
-                    codes: dict[str, IntArray]) -> IntArray:
-        packed = metric_codes.copy()
-        for dim in scope:
-            packed = packed * self.dims[dim].radix + codes[dim]
-        distinct, inverse = np.unique(packed, return_inverse=True)
-        ids = np.empty(len(distinct), dtype=np.int64)
-        for i, key in enumerate(distinct.tolist()):
-            sid = self._series_cache.get((index, key))
-            if sid is None:
-                sid = self._series_cache[(index, key)] = self.series.id(
-                    self._unpack(scope, key)
-                )
-            ids[i] = sid
+    def _series_ids(self, metric_codes: IntArray, codes: dict[str, IntArray]) -> IntArray:
+        """The series of every event in every scope, scope after scope.
+
+        Each scope packs the metric and dimension codes into one integer per event; new
+        series register scope by scope, in key order. The keys of all scopes are ranked
+        together, each scope's shifted into a range of its own, when the ranges fit.
+        """
+        packed: list[IntArray] = []
+        origins: list[tuple[int, int]] = []  # (first shifted key, lowest key) per scope
+        offset = 0
+        for scope in self.config.scopes:
+            key = metric_codes
+            for dim in scope:
+                key = key * self.dims[dim].radix + codes[dim]
+            low = int(key.min())
+            packed.append(key)
+            origins.append((offset, low))
+            offset += int(key.max()) - low + 1
+        if offset >= 2**62:  # too far apart to shift into one range: scope by scope
+            return np.concatenate([self._scope_series_ids(i, key)
+                                   for i, key in enumerate(packed)])
+        distinct, inverse = distinct_inverse(np.concatenate([
+            key - low + first for key, (first, low) in zip(packed, origins, strict=True)
+        ]))
+        scope_of = np.searchsorted([first for first, _ in origins], distinct, side="right") - 1
+        ids = np.array([
+            self._series_id(index, shifted - origins[index][0] + origins[index][1])
+            for shifted, index in zip(distinct.tolist(), scope_of.tolist(), strict=True)
+        ], dtype=np.int64)
         out: IntArray = ids[inverse]
         return out
+
+    def _scope_series_ids(self, index: int, packed: IntArray) -> IntArray:
+        distinct, inverse = distinct_inverse(packed)
+        ids = np.array([self._series_id(index, key) for key in distinct.tolist()],
+                       dtype=np.int64)
+        out: IntArray = ids[inverse]
+        return out
+
+    def _series_id(self, index: int, key: int) -> int:
+        """The series of packed key ``key`` in the scope at ``index``, registered if new."""
+        sid = self._series_cache.get((index, key))
+        if sid is None:
+            sid = self._series_cache[(index, key)] = self.series.id(
+                self._unpack(self.config.scopes[index], key)
+            )
+        return sid
 
     def _unpack(self, scope: tuple[str, ...], key: int) -> SeriesKey:
         values: list[str] = []
@@ -230,45 +405,66 @@ class Engine:
                 (self.latest, np.full(max(missing, len(self.latest)), _NEVER, dtype=np.int64))
             )
 
-    def _pulses(self, events: Sequence[TouchpointEvent], observations: list[Observation],
-                times: IntArray, vectors: FloatArray) -> None:
+    def _pulses(self, observations: Observations, rows: CompactRows, times: IntArray,
+                fields: _Fields) -> None:
+        names = observations.metrics
         for study in self.pulses.values():
             if not study.active:
                 continue
-            match = np.ones(len(events), dtype=np.bool_)
+            match = np.ones(len(times), dtype=np.bool_)
             for dim, allowed in study.filter.items():
-                match &= np.fromiter((_dim(e, dim) in allowed for e in events),
-                                     dtype=np.bool_, count=len(events))
+                match &= _matches(fields.get(dim), allowed)
             for target, lo, hi in (("study", study.start, study.end),
                                    ("baseline", study.baseline_start, study.baseline_end)):
                 idx = np.flatnonzero(match & (times >= lo) & (times < hi))
                 if len(idx):
-                    study.add(target, [observations[i].metric for i in idx.tolist()],
-                              vectors[idx])
+                    study.add(target, [names[m] for m in observations.metric[idx].tolist()],
+                              rows.expand(idx))
 
-    def _people(self, events: Sequence[TouchpointEvent], observations: list[Observation],
-                times: IntArray) -> None:
-        journeys, customers = self.journeys, self.customers
-        running = self._people_watermark
-        for event, obs, at in zip(events, observations, times.tolist(), strict=True):
-            # Time out journeys as the watermark passes them, event by event, so the
-            # result never depends on how events were batched.
-            if running is None or at > running:
-                running = at
-                journeys.sweep(running)
-            customers.add(event.customer_id, event.segment, obs.satisfaction, at)
-            if event.journey_id is not None:
-                journeys.add(event.journey_id, event.customer_id, event.journey_type or NONE,
-                             at, event.channel, event.touchpoint, event.stage,
-                             obs.satisfaction, event.journey_end)
-        self._people_watermark = running
+    def _people(self, observations: Observations, times: IntArray, fields: _Fields) -> None:
+        satisfaction: list[float] = observations.satisfaction.tolist()
+        at_list: list[int] = times.tolist()
+        add = self.customers.add
+        for customer, segment, value, at in zip(fields.get("customer_id"),
+                                                fields.get("segment"), satisfaction,
+                                                at_list, strict=True):
+            add(customer, segment, value, at)
+        # The watermark as each event arrives: journeys time out as it passes them, event
+        # by event, so the result never depends on how events were batched.
+        start = self._people_watermark
+        running = np.maximum.accumulate(times)
+        if start is not None:
+            np.maximum(running, start, out=running)
+        journey_ids: list[str | None] = fields.get("journey_id")
+        picked = [i for i, j in enumerate(journey_ids) if j is not None]
+        if picked:
+            def column(values: list[Any]) -> list[Any]:
+                return values if len(picked) == len(values) else [values[i] for i in picked]
+
+            self.journeys.add_many(zip(
+                running[picked].tolist(), column(journey_ids),
+                column(fields.get("customer_id")),
+                [t or NONE for t in column(fields.get("journey_type"))], column(at_list),
+                column(fields.get("channel")), column(fields.get("touchpoint")),
+                column(fields.get("stage")), column(satisfaction),
+                column(fields.get("journey_end")), strict=True,
+            ), start)
+        self._people_watermark = int(running[-1])
 
     def _prune_seen(self) -> None:
         if len(self.seen) < 2 * self._seen_mark or self.watermark is None:
             return
         horizon = self.watermark - self.config.dedupe_horizon
-        self.seen = {k: t for k, t in self.seen.items() if t >= horizon}
+        if self._seen_oldest is not None and self._seen_oldest < horizon:
+            times = np.fromiter(self.seen.values(), dtype=np.int64, count=len(self.seen))
+            keep = times >= horizon
+            self.seen = dict(compress(self.seen.items(), keep.tolist()))
+            self._seen_oldest = int(times[keep].min()) if self.seen else None
         self._seen_mark = max(1024, len(self.seen))
+
+    def _seen_since(self, at: int) -> None:
+        if self._seen_oldest is None or at < self._seen_oldest:
+            self._seen_oldest = at
 
     # -- queries ---------------------------------------------------------------------
 
@@ -466,6 +662,7 @@ class Engine:
         engine._people_watermark = state["watermark"]
         engine.seen = dict(state["seen"])
         engine._seen_mark = max(1024, len(engine.seen))
+        engine._seen_oldest = min(engine.seen.values(), default=None)
         engine.counters = Counter(state["counters"])
         engine.journeys.restore(state["journeys"])
         engine.customers.restore(state["customers"])

@@ -13,12 +13,16 @@ from __future__ import annotations
 import heapq
 import math
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from streams.engine import stats
 
 MAX_TOUCHPOINTS: Final = 32
+JourneyRow = tuple[int, str, str, str, int, str, str, str | None, float, bool]
+"""(watermark, journey id, customer id, journey type, event time, channel, touchpoint,
+stage, satisfaction, end marker): one event as ``JourneyTracker.add_many`` takes it."""
 CHANNEL_BANDS: Final = ("1", "2", "3", "4+")
 
 
@@ -49,8 +53,10 @@ class Journey:
     def add(self, at: int, channel: str, touchpoint: str, stage: str | None,
             satisfaction: float) -> None:
         """Fold one event into the journey."""
-        self.started = min(self.started, at)
-        self.last = max(self.last, at)
+        if at < self.started:
+            self.started = at
+        if at > self.last:
+            self.last = at
         self.events += 1
         if channel not in self.channels:
             self.channels.append(channel)
@@ -58,7 +64,7 @@ class Journey:
             self.touchpoints.append(touchpoint)
         if stage is not None and stage not in self.stages:
             self.stages.append(stage)
-        if not math.isnan(satisfaction):
+        if satisfaction == satisfaction:  # not NaN
             self.n += 1
             self.total += satisfaction
             self.total_sq += satisfaction * satisfaction
@@ -150,6 +156,29 @@ class JourneyTracker:
         journey.add(at, channel, touchpoint, stage, satisfaction)
         if end:
             self._close(journey, journey.last, "end_marker")
+
+    def add_many(self, rows: Iterable[JourneyRow], swept: int | None) -> None:
+        """``add`` each event in order, timing journeys out as the watermark passes them.
+
+        Each row leads with the watermark once its event arrived. Before an event that
+        finds the watermark moved on since ``swept`` (the last watermark swept at), the
+        journeys silent past the timeout close, as ``sweep`` at every step would.
+        """
+        due, open_ = self._due, self.open
+        for (watermark, journey_id, customer_id, journey_type, at, channel, touchpoint, stage,
+             satisfaction, end) in rows:
+            if swept is None or watermark > swept:
+                swept = watermark
+                if due and due[0][0] < watermark:
+                    self.sweep(watermark)
+            journey = open_.get(journey_id)
+            if journey is None:  # new, or a straggler: as ``add`` does it
+                self.add(journey_id, customer_id, journey_type, at, channel, touchpoint,
+                         stage, satisfaction, end)
+                continue
+            journey.add(at, channel, touchpoint, stage, satisfaction)
+            if end:
+                self._close(journey, journey.last, "end_marker")
 
     def sweep(self, watermark: int) -> None:
         """Close journeys silent for longer than the timeout (on event time).

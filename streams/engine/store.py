@@ -14,7 +14,24 @@ import numpy as np
 import numpy.typing as npt
 
 from streams.engine.buckets import Bucketing, IntArray
-from streams.engine.metrics import NCOLS, FloatArray
+from streams.engine.metrics import (
+    BOTTOM,
+    BOTTOM_END,
+    HIST,
+    NA,
+    NA_SLOT,
+    NCOLS,
+    NO_BIN_SLOT,
+    SLOTS,
+    SUM,
+    SUMSQ,
+    TOP,
+    TOP_END,
+    CompactRows,
+    FloatArray,
+    N,
+    distinct_inverse,
+)
 
 SeriesKey = tuple[tuple[str, ...], tuple[str, ...], str]
 """(scope dimensions, their values, metric), e.g. (("channel",), ("chat",), "csat")."""
@@ -55,55 +72,78 @@ class SeriesRegistry:
         return reg
 
 
-class BucketTable:
-    """The rows of every series active in one time bucket."""
+_NO_SERIES: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
+_NO_DATA: FloatArray = np.zeros((0, NCOLS), dtype=np.float64)
+_NO_SERIES.flags.writeable = False
+_NO_DATA.flags.writeable = False
 
-    __slots__ = ("_rows", "data", "series")
+
+class BucketTable:
+    """The rows of every series active in one time bucket, in order of first arrival."""
+
+    __slots__ = ("_index", "_used", "data", "series")
 
     def __init__(self) -> None:
-        self._rows: dict[int, int] = {}
-        self.series: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
-        self.data: FloatArray = np.zeros((0, NCOLS), dtype=np.float64)
+        self._used = 0
+        # series id -> row; built on first lookup (a bucket often gets one add only).
+        self._index: dict[int, int] | None = None
+        self.series: npt.NDArray[np.int64] = _NO_SERIES
+        self.data: FloatArray = _NO_DATA
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return self._used
+
+    def _row_index(self) -> dict[int, int]:
+        if self._index is None:
+            self._index = {s: i for i, s in enumerate(self.series[: self._used].tolist())}
+        return self._index
 
     def add(self, series: IntArray, vectors: FloatArray) -> None:
         """Add one vector per (distinct) series id."""
-        rows = np.empty(len(series), dtype=np.int64)
-        new: list[int] = []
-        for i, sid in enumerate(series.tolist()):
-            row = self._rows.get(sid)
-            if row is None:
-                row = self._rows[sid] = len(self._rows)
-                new.append(sid)
-            rows[i] = row
-        if new:
-            used = len(self._rows)
+        if self._used == 0:
+            # A fresh bucket: its rows are the vectors as given.
+            self.series = series.astype(np.int64)  # a copy
+            self.data = vectors + 0.0  # a copy, where -0.0 becomes 0.0 as in a sum
+            self._used = len(series)
+            self._index = None
+            return
+        index = self._row_index()
+        found = list(map(index.get, series.tolist()))
+        if None in found:
+            used = self._used
+            for i, sid in enumerate(series.tolist()):
+                if found[i] is None:
+                    found[i] = index[sid] = used
+                    used += 1
             if used > len(self.series):
                 capacity = max(8, used, 2 * len(self.series))
                 grown = np.zeros((capacity, NCOLS), dtype=np.float64)
-                grown[: self.data.shape[0]] = self.data
+                grown[: self._used] = self.data[: self._used]
                 self.data = grown
                 series_grown = np.full(capacity, -1, dtype=np.int64)
-                series_grown[: len(self.series)] = self.series
+                series_grown[: self._used] = self.series[: self._used]
                 self.series = series_grown
-            self.series[used - len(new) : used] = new
+            rows = np.array(found, dtype=np.int64)
+            new = rows >= self._used
+            self.series[rows[new]] = series[new]
+            self._used = used
+        else:
+            rows = np.array(found, dtype=np.int64)
         self.data[rows] += vectors
 
     def vector(self, sid: int) -> FloatArray | None:
         """The row of one series, if it had events in this bucket."""
-        row = self._rows.get(sid)
+        row = self._row_index().get(sid)
         return None if row is None else self.data[row]
 
     def add_into(self, dense: FloatArray) -> None:
         """Add this bucket's rows into a dense (series, NCOLS) matrix."""
-        used = len(self._rows)
+        used = self._used
         dense[self.series[:used]] += self.data[:used]
 
     def state(self) -> dict[str, bytes]:
         """Snapshot of the used rows."""
-        used = len(self._rows)
+        used = self._used
         return {"series": self.series[:used].tobytes(), "data": self.data[:used].tobytes()}
 
     @classmethod
@@ -112,8 +152,7 @@ class BucketTable:
         table = cls()
         series = np.frombuffer(state["series"], dtype=np.int64).copy()
         data = np.frombuffer(state["data"], dtype=np.float64).reshape(-1, NCOLS).copy()
-        table._rows = {int(s): i for i, s in enumerate(series.tolist())}
-        table.series, table.data = series, data
+        table.series, table.data, table._used = series, data, len(series)
         return table
 
 
@@ -129,18 +168,18 @@ class Granularity:
         """Add rows already grouped by distinct (bucket, series) pairs."""
         if len(buckets) == 0:
             return  # an empty delta changes nothing (and has no first bucket to read)
-        order = np.argsort(buckets, kind="stable")
-        buckets, series, vectors = buckets[order], series[order], vectors[order]
-        cuts = np.flatnonzero(np.diff(buckets)) + 1
-        for lo, hi in zip(
-            np.concatenate(([0], cuts)).tolist(),
-            np.concatenate((cuts, [len(buckets)])).tolist(),
-            strict=True,
-        ):
-            bucket = int(buckets[lo])
-            table = self.tables.get(bucket)
+        steps = np.diff(buckets)
+        if (steps < 0).any():
+            order = np.argsort(buckets, kind="stable")
+            buckets, series, vectors = buckets[order], series[order], vectors[order]
+            steps = np.diff(buckets)
+        cuts = (np.flatnonzero(steps) + 1).tolist()
+        tables = self.tables
+        for lo, hi, bucket in zip([0, *cuts], [*cuts, len(buckets)],
+                                  buckets[[0, *cuts]].tolist(), strict=True):
+            table = tables.get(bucket)
             if table is None:
-                table = self.tables[bucket] = BucketTable()
+                table = tables[bucket] = BucketTable()
             table.add(series[lo:hi], vectors[lo:hi])
 
     def expire(self, newest: int) -> None:
@@ -196,3 +235,41 @@ def group_sum(
     sums: FloatArray = np.add.reduceat(vectors[order], starts, axis=0)
     distinct: IntArray = ordered[starts]
     return distinct, sums
+
+
+def group_compact(keys: IntArray, rows: CompactRows) -> tuple[IntArray, FloatArray]:
+    """``group_sum(keys, rows.expand())`` without expanding the rows: the same result.
+
+    Every column but the two sums counts whole numbers, added exactly in any order, so
+    they come from counting; so do the sums of rows that are not ``ordered``. The sums
+    of ``ordered`` rows are added by ``reduceat`` over the keys' stable order, exactly
+    as ``group_sum`` adds them.
+    """
+    if len(keys) == 0:
+        return keys, np.zeros((0, NCOLS), dtype=np.float64)
+    distinct, group = distinct_inverse(keys)
+    k = len(distinct)
+    slots = np.bincount(group * SLOTS + rows.slot, minlength=k * SLOTS).reshape(k, SLOTS)
+    ends = np.bincount(group * 4 + rows.ends, minlength=k * 4).reshape(k, 4)
+    out = np.empty((k, NCOLS), dtype=np.float64)
+    out[:, NA] = slots[:, NA_SLOT]
+    out[:, N] = np.bincount(group, minlength=k) - slots[:, NA_SLOT]
+    out[:, HIST:] = slots[:, NO_BIN_SLOT + 1 :]
+    out[:, TOP] = ends[:, TOP_END] + ends[:, TOP_END | BOTTOM_END]
+    out[:, BOTTOM] = ends[:, BOTTOM_END] + ends[:, TOP_END | BOTTOM_END]
+    out[:, SUM] = np.bincount(group, weights=rows.sums[:, 0], minlength=k)
+    out[:, SUMSQ] = np.bincount(group, weights=rows.sums[:, 1], minlength=k)
+    if rows.ordered.any():
+        # A group's rows are all ordered or all not: a group is one metric's series.
+        picked = np.flatnonzero(rows.ordered)
+        picked = picked[np.argsort(keys[picked], kind="stable")]
+        ordered = keys[picked]
+        first = np.empty(len(ordered), dtype=np.bool_)
+        first[0] = True
+        np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+        starts = np.flatnonzero(first)
+        out[group[picked[starts]], SUM : SUMSQ + 1] = np.add.reduceat(
+            rows.sums[picked], starts, axis=0
+        )
+    return distinct, out
+
