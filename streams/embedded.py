@@ -56,7 +56,6 @@ from schemas.event import TouchpointEvent
 from streams.engine.config import EngineConfig
 from streams.engine.detect import DetectionConfig, Detector
 from streams.engine.engine import Engine, IngestResult
-from streams.engine.metrics import observe
 from streams.engine.pulses import PulseError
 from streams.runner import (
     PULSE_END,
@@ -590,7 +589,7 @@ class EmbeddedRunner:
         duplicates = {id(e) for e in result.duplicates}
         fresh = [e for e in events if id(e) not in duplicates]
         if fresh:
-            for item in self._detector.follow_up(fresh, [observe(e) for e in fresh]):
+            for item in self._detector.follow_up(fresh):
                 self._pending_records.append(("followup", (
                     item.id, item.created_at, orjson.dumps(item.to_dict()))))
         watermark = self._engine.watermark

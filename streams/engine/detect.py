@@ -74,12 +74,13 @@ from typing import Annotated, Any, Final, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from schemas import event as signals
 from schemas.event import TouchpointEvent
 from streams.engine import stats
 from streams.engine.config import CALENDAR_UNITS, DIMENSIONS, CalendarUnit, EngineConfig
 from streams.engine.dimensions import NONE, OTHER
 from streams.engine.engine import Engine
-from streams.engine.metrics import BOTTOM, SUM, SUMSQ, TOP, FloatArray, N, Observation, score
+from streams.engine.metrics import BOTTOM, SUM, SUMSQ, TOP, FloatArray, N, score
 from streams.engine.store import Granularity, SeriesKey
 
 Severity = Literal["critical", "warning", "info"]
@@ -855,10 +856,9 @@ class Detector:
         self.changes.update(change.state for change in changes)
         return changes
 
-    def follow_up(self, events: Sequence[TouchpointEvent],
-                  observations: Sequence[Observation]) -> list[FollowUp]:
+    def follow_up(self, events: Sequence[TouchpointEvent]) -> list[FollowUp]:
         """Open follow-ups for a batch by the configured rules; returns only the new ones."""
-        return self.followups.add(followups(events, observations, self.config.followups))
+        return self.followups.add(followups(events, self.config.followups))
 
     def _drops(self, engine: Engine, rule: DropRule, now: int,
                dense: _Dense) -> dict[SeriesKey, Outcome]:
@@ -1037,30 +1037,39 @@ class FollowUp:
         return out
 
 
-def _needs_human(condition: Condition, event: TouchpointEvent, obs: Observation) -> str | None:
-    if condition == "detractor" and obs.metric == "nps" and obs.value <= 6:
-        return f"detractor: nps {int(obs.value)}"
-    if condition == "very_dissatisfied" and obs.metric in ("csat", "ces") and obs.value <= 2:
-        return f"very dissatisfied: {obs.metric} {int(obs.value)}"
-    if condition == "unresolved" and obs.metric == "outcome" and obs.value == 0.0:
-        return f"outcome {event.value}"
+def _needs_human(condition: Condition, event: TouchpointEvent) -> str | None:
+    """Why ``event`` needs a human under ``condition``, or ``None``."""
+    if condition == "detractor":
+        if isinstance(event, signals.Nps) and event.value <= 6:
+            return f"detractor: nps {event.value}"
+    elif condition == "very_dissatisfied":
+        if isinstance(event, signals.Csat | signals.Ces) and event.value <= 2:
+            return f"very dissatisfied: {event.kind} {event.value}"
+    elif condition == "unresolved" and isinstance(event, signals.Outcome):
+        if event.value != "resolved":
+            return f"outcome {event.value}"
     return None
 
 
-def followups(events: Sequence[TouchpointEvent], observations: Sequence[Observation],
+def followups(events: Sequence[TouchpointEvent],
               rules: Sequence[FollowUpRule]) -> list[FollowUp]:
     """Follow-ups for the answers that need a human; the first matching rule wins.
 
     Ids hash the event id and rule, so a replayed event yields the same follow-up.
     """
+    if not rules:
+        return []
+    checks = [(rule, frozenset(rule.applies_to), frozenset(rule.segments)) for rule in rules]
+    kinds = frozenset().union(*(applies for _, applies, _ in checks))
     out: list[FollowUp] = []
-    for event, obs in zip(events, observations, strict=True):
-        for rule in rules:
-            if event.kind not in rule.applies_to:
+    for event in events:
+        kind = event.kind
+        if kind not in kinds:
+            continue
+        for rule, applies, segments in checks:
+            if kind not in applies or (segments and event.segment not in segments):
                 continue
-            if rule.segments and event.segment not in rule.segments:
-                continue
-            reason = _needs_human(rule.condition, event, obs)
+            reason = _needs_human(rule.condition, event)
             if reason is None:
                 continue
             raw = f"{event.event_id}\x1f{rule.name}"

@@ -22,7 +22,6 @@ from schemas.event import TouchpointEvent
 from streams.engine.config import EngineConfig
 from streams.engine.detect import FollowUp, FollowUpRule, followups
 from streams.engine.engine import Engine, event_seconds
-from streams.engine.metrics import observe
 from streams.engine.pulses import PulseError
 from streams.runner import apply_command
 from streams.worker import records as rec
@@ -217,8 +216,7 @@ class PartitionState:
             # Late answers still need a human; duplicates were handled the first time.
             duplicates = {id(e) for e in result.duplicates}
             fresh = [e for e in valid if id(e) not in duplicates]
-            report.followups.extend(followups(fresh, [observe(e) for e in fresh],
-                                              self.followup_rules))
+            report.followups.extend(followups(fresh, self.followup_rules))
 
     def _mark_dirty(self, events: list[TouchpointEvent]) -> None:
         times = np.fromiter((event_seconds(e) for e in events), dtype=np.int64,
