@@ -175,6 +175,7 @@ class Engine:
         self.customers = CustomerBook(config.customers)
         self.pulses: dict[str, PulseStudy] = {}
         self._people_watermark: int | None = None
+        self._changed: dict[str, set[int]] = {name: set() for name in self.granularities}
 
     def _check_packing(self) -> None:
         for scope in self.config.scopes:
@@ -286,9 +287,18 @@ class Engine:
         for i in range(0, len(grans), step):
             self._add_grouped(grans[i : i + step], bucket_ids[i : i + step], series,
                               all_rows, n_scopes)
+        for changed, ids in zip(self._changed.values(), bucket_ids, strict=True):
+            changed.update(np.unique(ids[:-1]).tolist())
         self._pulses(observations, compact, times, fields)
         self._people(observations, times, fields)
         self.journeys.sweep(watermark)
+
+    def take_changed(self) -> dict[str, set[int]]:
+        """The buckets, per granularity, that counted events since the last call (an
+        expired bucket may be among them: look it up before use)."""
+        changed = self._changed
+        self._changed = {name: set() for name in self.granularities}
+        return changed
 
     def _add_grouped(self, grans: list[Granularity], bucket_ids: list[IntArray],
                      series: IntArray, rows: CompactRows, n_scopes: int) -> None:

@@ -15,13 +15,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-import numpy as np
-
 from schemas.decode import EventDecoder, EventError
 from schemas.event import TouchpointEvent
 from streams.engine.config import EngineConfig
 from streams.engine.detect import FollowUp, FollowUpRule, followups
-from streams.engine.engine import Engine, event_seconds
+from streams.engine.engine import Engine
 from streams.engine.pulses import PulseError
 from streams.runner import apply_command
 from streams.worker import records as rec
@@ -199,10 +197,8 @@ class PartitionState:
         report.accepted += result.accepted
         report.duplicates += len(result.duplicates)
         report.late += len(result.late)
-        excluded = {id(e) for e in result.duplicates}
         if result.late:
             late = {id(e) for e in result.late}
-            excluded |= late
             lateness = self.engine.config.allowed_lateness
             for event, record in zip(valid, sources, strict=True):
                 if id(event) in late:
@@ -211,19 +207,14 @@ class PartitionState:
                         f"more than {lateness} s behind the partition's watermark",
                     ))
         if result.accepted:
-            self._mark_dirty([e for e in valid if id(e) not in excluded])
+            for name, buckets in self.engine.take_changed().items():
+                self._dirty[name] |= buckets
+            self._meta_dirty = True
         if self.followup_rules:
             # Late answers still need a human; duplicates were handled the first time.
             duplicates = {id(e) for e in result.duplicates}
             fresh = [e for e in valid if id(e) not in duplicates]
             report.followups.extend(followups(fresh, self.followup_rules))
-
-    def _mark_dirty(self, events: list[TouchpointEvent]) -> None:
-        times = np.fromiter((event_seconds(e) for e in events), dtype=np.int64,
-                            count=len(events))
-        for name, gran in self.engine.granularities.items():
-            self._dirty[name].update(np.unique(gran.bucketing.ids(times)).tolist())
-        self._meta_dirty = True
 
     @property
     def events_since_checkpoint(self) -> int:
