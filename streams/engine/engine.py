@@ -83,6 +83,8 @@ class ScopeScore:
     gap: float | None
     latest_event: datetime | None
     previous: Score | None = None
+    vector: FloatArray | None = field(default=None, compare=False, repr=False)
+    """The aggregate vector the score was computed from."""
 
     @property
     def change(self) -> float | None:
@@ -571,7 +573,7 @@ class Engine:
         return ScopeScore(
             scope, metric, sc, ref, target, gap,
             None if latest == _NEVER else datetime.fromtimestamp(latest, UTC),
-            None if previous is None else score(metric, previous),
+            None if previous is None else score(metric, previous), vec,
         )
 
     def target(self, metric: str, scope: dict[str, str]) -> float | None:

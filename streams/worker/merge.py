@@ -13,10 +13,12 @@ record and are summed over partitions.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from typing import cast
 
 import numpy as np
+import numpy.typing as npt
 
 from streams.engine import engine as engine_module
 from streams.engine.config import EngineConfig
@@ -28,23 +30,37 @@ from streams.worker import records as rec
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Cell:
     offset: int
     rows: rec.BucketRows
+    sids: npt.NDArray[np.int64] | None = None
+    """The rows' series ids in the merged registry (set on first use)."""
 
 
 class MergedView:
-    """Latest partials per source partition, and their sum as an ``Engine``."""
+    """Latest partials per source partition, and their sum as an ``Engine``.
+
+    The engine is built once and then kept up to date in place: a changed bucket is
+    re-summed from its partitions' rows, a changed meta record updates watermark,
+    counters, latest event times and pulse studies. So the cost of a read after a flush
+    follows what the flush changed, not the size of the state.
+    """
 
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
         self._template = Engine(config)
         self._cells: dict[tuple[str, int], dict[int, _Cell]] = {}
         self._meta: dict[int, rec.PartitionMeta] = {}
+        self._latest: dict[int, tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]] = {}
         self._engine: Engine | None = None
+        self._registry = SeriesRegistry()
+        self._dirty: set[tuple[str, int]] = set()
+        self._meta_dirty = False
         self.records_applied = 0
         self.records_ignored = 0
+        self.rebuilds = 0
+        """Buckets re-summed so far (a measure of the work reads have caused)."""
 
     def apply(self, key: bytes, value: bytes | None) -> None:
         """Apply one partials record (a ``None`` value removes the bucket)."""
@@ -64,7 +80,9 @@ class MergedView:
                     self.records_ignored += 1
                     return
                 self._meta[pk.partition] = meta
-            self._changed()
+            self._latest.pop(pk.partition, None)
+            self._meta_dirty = True
+            self.records_applied += 1
             return
         if pk.granularity not in self._template.granularities:
             log.warning("ignoring partials of granularity %r: not in this engine "
@@ -78,7 +96,7 @@ class MergedView:
                 parts.pop(pk.partition, None)
                 if not parts:
                     del self._cells[cell_key]
-            self._changed()
+            self._changed(cell_key)
             return
         rows = rec.decode_bucket(value)
         parts = self._cells.setdefault(cell_key, {})
@@ -87,11 +105,11 @@ class MergedView:
             self.records_ignored += 1
             return
         parts[pk.partition] = _Cell(rows.offset, rows)
-        self._changed()
+        self._changed(cell_key)
 
-    def _changed(self) -> None:
+    def _changed(self, cell_key: tuple[str, int]) -> None:
         self.records_applied += 1
-        self._engine = None
+        self._dirty.add(cell_key)
 
     def source_offsets(self) -> dict[int, int]:
         """Per input partition, the next input offset the view reflects."""
@@ -106,57 +124,88 @@ class MergedView:
         return total
 
     def engine(self) -> Engine:
-        """The merged state as an ``Engine`` (rebuilt only after something changed).
+        """The merged state as an ``Engine``, brought up to date with what was applied.
 
-        Treat it as read-only: it is shared until the next change.
+        The same object is updated in place by later calls: read it synchronously
+        (between two awaits), and treat it as read-only.
         """
-        if self._engine is None:
-            self._engine = self._build()
-        return self._engine
+        engine = self._engine
+        if engine is None:
+            engine = self._engine = Engine(self.config)
+            engine.series = self._registry
+            self._dirty = set(self._cells)
+            self._meta_dirty = True
+        resummed = bool(self._dirty)
+        if resummed:
+            dirty, self._dirty = self._dirty, set()
+            for cell_key in dirty:
+                self._resum(engine, cell_key)
+        meta_changed = self._meta_dirty
+        if meta_changed:
+            self._meta_dirty = False
+            self._merge_meta(engine)
+        elif len(engine.latest) < len(self._registry):
+            self._merge_latest(engine)
+        if (resummed or meta_changed) and engine.watermark is not None:
+            self._expire(engine, engine.watermark)
+        return engine
 
-    def _build(self) -> Engine:
-        engine = Engine(self.config)
-        registry = SeriesRegistry()
-        engine.series = registry
-        for (gran_name, bucket), parts in self._cells.items():
-            table = BucketTable()
-            for partition in sorted(parts):
-                rows = parts[partition].rows
-                if not rows.keys:
-                    continue
-                sids = np.fromiter((registry.id(k) for k in rows.keys), dtype=np.int64,
-                                   count=len(rows.keys))
-                table.add(sids, rows.data)
-            if len(table):
-                engine.granularities[gran_name].tables[bucket] = table
-        latest = np.full(len(registry), engine_module._NEVER, dtype=np.int64)
+    def _resum(self, engine: Engine, cell_key: tuple[str, int]) -> None:
+        gran_name, bucket = cell_key
+        tables = engine.granularities[gran_name].tables
+        parts = self._cells.get(cell_key)
+        table = BucketTable()
+        for partition in sorted(parts or ()):
+            cell = parts[partition]  # type: ignore[index]  # parts is not None here
+            if not cell.rows.keys:
+                continue
+            if cell.sids is None:
+                registry = self._registry
+                cell.sids = np.fromiter((registry.id(k) for k in cell.rows.keys),
+                                        dtype=np.int64, count=len(cell.rows.keys))
+            table.add(cell.sids, cell.rows.data)
+        if len(table):
+            tables[bucket] = table
+        else:
+            tables.pop(bucket, None)
+        self.rebuilds += 1
+
+    def _merge_meta(self, engine: Engine) -> None:
         watermark: int | None = None
         for partition in sorted(self._meta):
             meta = self._meta[partition]
             if meta.watermark is not None:
                 watermark = meta.watermark if watermark is None else max(watermark,
                                                                          meta.watermark)
-            for key, at in zip(meta.latest_keys, meta.latest, strict=True):
-                sid = registry.get(cast(SeriesKey, key))  # decoded metas hold tuples
-                if sid is not None and at > latest[sid]:
-                    latest[sid] = at
-            for dim, n in meta.folded.items():
-                if dim in engine.dims:
-                    engine.dims[dim].folded += n
-        engine.latest = latest
+        for dim, reg in engine.dims.items():
+            reg.folded = sum(m.folded.get(dim, 0) for m in self._meta.values())
+        self._merge_latest(engine)
         engine.watermark = watermark
+        engine.counters = Counter(self.counters())
         engine.pulses = merge_studies([self._meta[p].pulses for p in sorted(self._meta)])
-        if watermark is not None:
-            self._expire(engine, watermark)
-        engine.counters.update(self.counters())
-        return engine
+
+    def _merge_latest(self, engine: Engine) -> None:
+        latest = np.full(len(self._registry), engine_module._NEVER, dtype=np.int64)
+        for partition, meta in self._meta.items():
+            known = self._latest.get(partition)
+            if known is None or len(known[0]) < len(meta.latest_keys):
+                pairs = [(sid, at) for sid, at in zip(
+                    (self._registry.get(cast(SeriesKey, k)) for k in meta.latest_keys),
+                    meta.latest, strict=True) if sid is not None]
+                known = (np.array([sid for sid, _ in pairs], dtype=np.int64),
+                         np.array([at for _, at in pairs], dtype=np.int64))
+                if len(known[0]) == len(meta.latest_keys):  # complete: keep it
+                    self._latest[partition] = known
+            np.maximum.at(latest, known[0], known[1])
+        engine.latest = latest
 
     def _expire(self, engine: Engine, watermark: int) -> None:
         """Drop buckets a single engine at this watermark would no longer keep."""
         now = np.array([watermark], dtype=np.int64)
+        oldest: dict[str, int] = {}
         for name, gran in engine.granularities.items():
             newest = int(gran.bucketing.ids(now)[0])
             gran.expire(newest)
-            oldest = newest - gran.keep + 1
-            for cell_key in [k for k in self._cells if k[0] == name and k[1] < oldest]:
-                del self._cells[cell_key]
+            oldest[name] = newest - gran.keep + 1
+        for cell_key in [k for k in self._cells if k[1] < oldest[k[0]]]:
+            del self._cells[cell_key]

@@ -77,10 +77,9 @@ def score_records(engine: Engine, config: EngineConfig) -> dict[bytes, bytes]:
         for window in engine.window_names(family):
             for scope in config.scopes:
                 for s in engine.scores(family, window, scope=scope):
-                    key_values = tuple(s.scope[d] for d in scope)
-                    vector = engine.vector(family, window, (scope, key_values, s.metric))
+                    assert s.vector is not None  # noqa: S101 - scores() sets it
                     out[score_key(family, window, s.scope, s.metric)] = orjson.dumps(
-                        score_value(s, [float(x) for x in vector.tolist()]))
+                        score_value(s, s.vector.tolist()))
     return out
 
 
