@@ -304,12 +304,16 @@ class TouchpointProcessor:
         await producer.begin_transaction()
 
     async def tick(self) -> None:
-        """Flush partitions that are due even when no new records arrive."""
-        async with self.lock:
-            if self.stopping:
-                return
-            for state in list(self.states.values()):
-                await self._maybe_flush(state)
+        """Flush partitions that are due even when no new records arrive (one partition
+        at a time, so batches of the others are taken in between)."""
+        for partition in list(self.states):
+            async with self.lock:
+                state = self.states.get(partition)
+                if self.stopping:
+                    return
+                if state is not None:
+                    await self._maybe_flush(state)
+            await asyncio.sleep(0)
 
     # -- offsets commits (an optimization only: states carry their own offsets) --------
 
@@ -467,14 +471,24 @@ class ScoresPublisher:
         assert reader is not None  # noqa: S101 - set by _start
         engine = reader.engine()
         offsets = reader.source_offsets()
-        records = sc.score_records(engine, self.config)
+        # Window by window, letting batches in between: a round is CPU work on the
+        # processing worker's loop, and must not stall its partitions. Only this
+        # publisher asks the reader for the engine, so it does not change meanwhile.
+        records: dict[bytes, bytes] = {}
+        for family, window in sc.windows(engine):
+            records.update(sc.window_records(engine, self.config, family, window))
+            await asyncio.sleep(0)
         changes: list[tuple[bytes, bytes | None]] = [
             (k, v) for k, v in records.items() if self.published.get(k) != v]
         changes += [(k, None) for k in self.published if k not in records]
         if not changes and offsets == self._last_offsets:
             return
         topic = self.settings.topic_scores
-        futures = [await self.output.enqueue(topic, k, v, None) for k, v in changes]
+        futures = []
+        for i, (k, v) in enumerate(changes):
+            futures.append(await self.output.enqueue(topic, k, v, None))
+            if i % 500 == 499:
+                await asyncio.sleep(0)
         await asyncio.gather(*futures)
         await (await self.output.enqueue(topic, sc.PROGRESS_KEY,
                                          sc.progress_value(offsets, engine.watermark), None))

@@ -70,16 +70,28 @@ def score_value(s: ScopeScore, vector: list[float]) -> dict[str, Any]:
     return body
 
 
+def windows(engine: Engine) -> list[tuple[str, str]]:
+    """Every (family, window) whose scores are published."""
+    return [(family, window) for family in FAMILIES for window in engine.window_names(family)]
+
+
+def window_records(engine: Engine, config: EngineConfig, family: str,
+                   window: str) -> dict[bytes, bytes]:
+    """Every score of one window, in every configured scope, as (key, value) bytes."""
+    out: dict[bytes, bytes] = {}
+    for scope in config.scopes:
+        for s in engine.scores(family, window, scope=scope):  # type: ignore[arg-type]
+            assert s.vector is not None  # noqa: S101 - scores() sets it
+            out[score_key(family, window, s.scope, s.metric)] = orjson.dumps(
+                score_value(s, s.vector.tolist()))
+    return out
+
+
 def score_records(engine: Engine, config: EngineConfig) -> dict[bytes, bytes]:
     """Every score of every configured window and scope, as (key, value) bytes."""
     out: dict[bytes, bytes] = {}
-    for family in FAMILIES:
-        for window in engine.window_names(family):
-            for scope in config.scopes:
-                for s in engine.scores(family, window, scope=scope):
-                    assert s.vector is not None  # noqa: S101 - scores() sets it
-                    out[score_key(family, window, s.scope, s.metric)] = orjson.dumps(
-                        score_value(s, s.vector.tolist()))
+    for family, window in windows(engine):
+        out.update(window_records(engine, config, family, window))
     return out
 
 
