@@ -245,7 +245,6 @@ async def measure_workers(bootstrap: str, topic: str, partitions: int, total: in
         kafka_bootstrap=bootstrap, app_id=name, topic_touchpoints=topic,
         topic_dlq=f"{name}.dlq", topic_scores=f"{name}.scores", topic_alerts=f"{name}.alerts",
         topic_partitions=partitions, store="memory://", state_dir=root / name,
-        flush_interval=1.0, checkpoint_interval=10.0, scores_interval=2.0,
         log_level="warn")
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOUCHSTREAM_")}
     env.update({f"TOUCHSTREAM_{k.upper()}": str(v)

@@ -173,7 +173,6 @@ async def run(args: argparse.Namespace, bootstrap: str) -> None:
         kafka_bootstrap=bootstrap, app_id=name, topic_touchpoints=f"{name}-touchpoints",
         topic_dlq=f"{name}.dlq", topic_scores=f"{name}.scores", topic_alerts=f"{name}.alerts",
         topic_partitions=args.partitions, store=args.store, state_dir=state,
-        flush_interval=1.0, checkpoint_interval=10.0, scores_interval=2.0,
         processing_guarantee=args.guarantee, log_level="info")
     ensure_topics(settings)
     encode = msgspec.json.encode
