@@ -27,5 +27,6 @@ bench: install ## benchmark scripts (print figures and ratios measured in one ru
 	$(PY) benchmarks/bench_api.py
 	$(PY) benchmarks/bench_worker.py
 	$(PY) benchmarks/bench_pipeline.py
+	$(PY) benchmarks/bench_latency.py
 
 .PHONY: help install run test lint bench

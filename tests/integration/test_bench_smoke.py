@@ -1,11 +1,15 @@
-"""benchmarks/bench_pipeline.py keeps working: a --quick run against the session's broker.
+"""The Kafka benchmark scripts keep working: --quick runs against the session's broker.
 
-Not a timed test: it checks the script runs every contender and prints a line for each,
-not what the figures are.
+Not timed tests: they check that bench_pipeline.py runs every contender and prints a
+line for each, and that bench_latency.py measures latencies that are positive and
+finite, not what the figures are.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +18,7 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "benchmarks" / "bench_pipeline.py"
+LATENCY_SCRIPT = REPO_ROOT / "benchmarks" / "bench_latency.py"
 
 CONTENDERS = ("1 ceiling", "2 faust", "3 touchstream worker x1", "3 touchstream worker x2",
               "4 embedded")
@@ -31,3 +36,28 @@ def test_bench_pipeline_quick_run(kafka_bootstrap: str) -> None:
     for contender in CONTENDERS:
         found = [line for line in lines if line.strip().startswith(contender)]
         assert found, f"no line for {contender!r} in:\n{result.stdout}"
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_bench_latency_quick_run(kafka_bootstrap: str) -> None:
+    # The product's defaults, whatever TOUCHSTREAM_* the caller's shell has.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOUCHSTREAM_")}
+    result = subprocess.run(  # noqa: S603 - our own script
+        [sys.executable, str(LATENCY_SCRIPT), "--quick", "--json", "--bootstrap",
+         kafka_bootstrap],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=170, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "horizontal distance" in result.stdout  # the definition is stated
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["settings"]["flush_interval"] > 0
+    assert report["rates"], result.stdout
+    for row in report["rates"]:
+        assert row["events"] > 0 and row["never_visible"] == 0, row
+        assert row["achieved"] > 0.8 * row["rate"], row
+        figures = [row[k] for k in ("p50_ms", "p90_ms", "p99_ms", "max_ms")]
+        assert all(isinstance(x, float) and math.isfinite(x) and x > 0 for x in figures), row
+        assert figures == sorted(figures), row
+        table = [line for line in result.stdout.splitlines()
+                 if line.split()[:1] == [f"{row['rate']:,.0f}"]]
+        assert table, f"no table line for {row['rate']:,.0f}/s in:\n{result.stdout}"
