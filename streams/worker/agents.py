@@ -200,6 +200,14 @@ class TouchpointProcessor:
                 await producer.stop()
 
     def _activate(self, partition: int) -> PartitionState:
+        """The partition's state, its checkpoint clock staggered by partition, so that
+        partitions do not all checkpoint (and pause) at the same moment."""
+        state = self._state_of(partition)
+        share = partition / max(1, self.settings.topic_partitions)
+        state.checkpointed_at -= share * self.settings.checkpoint_interval
+        return state
+
+    def _state_of(self, partition: int) -> PartitionState:
         """The partition's state: parked here if still current, else from its checkpoint."""
         parked = self.parked.pop(partition, None)
         stored = self.checkpoints.stored_offset(partition)

@@ -25,6 +25,7 @@ point leaves one complete, consistent checkpoint readable.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import uuid
@@ -193,7 +194,10 @@ class CheckpointStore:
         if not records:
             return []
         topic = self.topic
-        offsets = [await send(topic, key, value, partition) for key, value in records]
+        # All in flight at once (one round trip, not one per chunk); the caller awaits
+        # the chunks before it sends the manifest that names them.
+        offsets = await asyncio.gather(*(send(topic, key, value, partition)
+                                         for key, value in records))
         tp = _tp(topic, partition)
         return [_ChangelogEvent(_ChangelogMessage(tp, key, value, off))
                 for (key, value), off in zip(records, offsets, strict=True)]
