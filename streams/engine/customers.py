@@ -179,18 +179,22 @@ class CustomerBook:
         return out
 
     def state(self) -> dict[str, Any]:
-        """Snapshot: the columns as bytes (native byte order), ids in row order."""
+        """Snapshot: the columns as bytes (native byte order), ids in row order.
+
+        The columns are views, not copies (encoded as the same msgpack bytes): encode
+        the snapshot before the book changes again.
+        """
         return {
             "layout": _LAYOUT,
             "keep": self.keep,
             "ids": list(self.customers),
             "segments": list(self.segments),
-            "segment": self._segment.tobytes(),
-            "signals": self._signals.tobytes(),
-            "last_seen": self._last_seen.tobytes(),
-            "history_mean": self._mean.tobytes(),
-            "history_m2": self._m2.tobytes(),
-            "recent": self._recent.tobytes(),
+            "segment": memoryview(self._segment).cast("B"),
+            "signals": memoryview(self._signals).cast("B"),
+            "last_seen": memoryview(self._last_seen).cast("B"),
+            "history_mean": memoryview(self._mean).cast("B"),
+            "history_m2": memoryview(self._m2).cast("B"),
+            "recent": memoryview(self._recent).cast("B"),
         }
 
     def restore(self, state: dict[str, Any] | list[list[Any]]) -> None:
