@@ -14,7 +14,6 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import compress
 from operator import attrgetter
 from typing import Any, Final, Literal
 
@@ -25,6 +24,7 @@ from schemas.event import TouchpointEvent
 from streams.engine.buckets import CalendarBucketing, FixedBucketing, IntArray
 from streams.engine.config import CALENDAR_UNITS, DIMENSIONS, EngineConfig
 from streams.engine.customers import CustomerBook
+from streams.engine.dedupe import SeenIds, bucket_width
 from streams.engine.dimensions import NONE, DimensionCodes
 from streams.engine.journeys import JourneyTracker
 from streams.engine.metrics import (
@@ -44,7 +44,8 @@ from streams.engine.store import Granularity, SeriesKey, SeriesRegistry, group_c
 log = logging.getLogger(__name__)
 
 Family = Literal["continuous", "periodic"]
-SNAPSHOT_VERSION: Final = 1
+SNAPSHOT_VERSION: Final = 2
+"""2: the dedupe memory as digests (``SeenIds``); version 1 (ids and times) still restores."""
 _METRIC_RADIX: Final = 1024
 _NEVER: Final = -(2**62)
 _GROUP_ROWS: Final = 1 << 17
@@ -167,11 +168,7 @@ class Engine:
         for unit, calendar in self.calendars.items():
             self.granularities[unit] = Granularity(calendar, config.periods_kept[unit])
         self.watermark: int | None = None
-        self.seen: dict[str, int] = {}
-        self._seen_mark = 1024
-        # At most the earliest time in ``seen`` (None when empty): pruning skips the scan
-        # while nothing can be past the horizon.
-        self._seen_oldest: int | None = None
+        self.seen = SeenIds(bucket_width(config.dedupe_horizon))
         self.counters: Counter[str] = Counter()
         self.journeys = JourneyTracker(config.journey_timeout, config.journeys_kept)
         self.customers = CustomerBook(config.customers)
@@ -196,16 +193,12 @@ class Engine:
         stamps = np.array([e.occurred_at.timestamp() for e in batch], dtype=np.float64)
         times = np.floor(stamps).astype(np.int64)  # event_seconds of each
         at_list: list[int] = times.tolist()
-        ids = [e.event_id for e in batch]
-        fresh = dict(zip(ids, at_list, strict=True))
-        if len(fresh) == len(ids) and self.seen.keys().isdisjoint(fresh):
+        new = self.seen.add([e.event_id for e in batch], times)
+        if new is None:
             # No duplicates (the usual case): dedupe and lateness for the whole batch.
-            self.seen.update(fresh)
-            if at_list:
-                self._seen_since(int(times.min()))
             accepted, kept, wm = self._drop_late(batch, times, result)
         else:
-            accepted, kept, wm = self._dedupe(batch, ids, at_list, result)
+            accepted, kept, wm = self._dedupe(batch, new, at_list, result)
         self.watermark = wm
         self.counters["duplicate"] += len(result.duplicates)
         self.counters["late"] += len(result.late)
@@ -239,24 +232,21 @@ class Engine:
             (result.late if is_late else accepted).append(event)
         return accepted, times[~late], wm
 
-    def _dedupe(self, batch: list[TouchpointEvent], ids: list[str], times: list[int],
+    def _dedupe(self, batch: list[TouchpointEvent], new: list[bool], times: list[int],
                 result: IngestResult) -> tuple[list[TouchpointEvent], IntArray, int | None]:
         """Drop duplicates and hold back late events, event by event.
 
-        Returns the accepted events, their times and the new watermark.
+        ``new`` says, for each event, whether its id was new (``SeenIds.add`` has already
+        remembered it). Returns the accepted events, their times and the new watermark.
         """
         accepted: list[TouchpointEvent] = []
         kept: list[int] = []
         wm = self.watermark
         lateness = self.config.allowed_lateness
-        seen = self.seen
-        if times:
-            self._seen_since(min(times))
-        for event, event_id, at in zip(batch, ids, times, strict=True):
-            if event_id in seen:
+        for event, is_new, at in zip(batch, new, times, strict=True):
+            if not is_new:
                 result.duplicates.append(event)
                 continue
-            seen[event_id] = at
             if wm is not None and at < wm - lateness:
                 result.late.append(event)
                 continue
@@ -464,19 +454,8 @@ class Engine:
         self._people_watermark = int(running[-1])
 
     def _prune_seen(self) -> None:
-        if len(self.seen) < 2 * self._seen_mark or self.watermark is None:
-            return
-        horizon = self.watermark - self.config.dedupe_horizon
-        if self._seen_oldest is not None and self._seen_oldest < horizon:
-            times = np.fromiter(self.seen.values(), dtype=np.int64, count=len(self.seen))
-            keep = times >= horizon
-            self.seen = dict(compress(self.seen.items(), keep.tolist()))
-            self._seen_oldest = int(times[keep].min()) if self.seen else None
-        self._seen_mark = max(1024, len(self.seen))
-
-    def _seen_since(self, at: int) -> None:
-        if self._seen_oldest is None or at < self._seen_oldest:
-            self._seen_oldest = at
+        if self.watermark is not None:
+            self.seen.prune(self.watermark - self.config.dedupe_horizon)
 
     # -- queries ---------------------------------------------------------------------
 
@@ -639,7 +618,7 @@ class Engine:
             "latest": self.latest.tobytes(),
             "granularities": {n: g.state() for n, g in self.granularities.items()},
             "watermark": self.watermark,
-            "seen": self.seen,
+            "seen": self.seen.state(),
             "counters": dict(self.counters),
             "journeys": self.journeys.state(),
             "customers": self.customers.state(),
@@ -651,7 +630,7 @@ class Engine:
     def restore(cls, config: EngineConfig, data: bytes) -> Engine:
         """An engine rebuilt from a snapshot taken with the same configuration."""
         state = msgspec.msgpack.decode(data)
-        if state["version"] != SNAPSHOT_VERSION:
+        if state["version"] not in (1, SNAPSHOT_VERSION):
             raise ValueError(f"snapshot version {state['version']} is not {SNAPSHOT_VERSION}")
         if EngineConfig.model_validate_json(state["config"]) != config:
             raise ValueError("snapshot was taken with a different engine configuration")
@@ -672,9 +651,10 @@ class Engine:
             engine.granularities[n].restore(g_state)
         engine.watermark = state["watermark"]
         engine._people_watermark = state["watermark"]
-        engine.seen = dict(state["seen"])
-        engine._seen_mark = max(1024, len(engine.seen))
-        engine._seen_oldest = min(engine.seen.values(), default=None)
+        if state["version"] == 1:  # event id -> event time
+            engine.seen = SeenIds.from_times(state["seen"], engine.seen.width)
+        else:
+            engine.seen = SeenIds.from_state(state["seen"])
         engine.counters = Counter(state["counters"])
         engine.journeys.restore(state["journeys"])
         engine.customers.restore(state["customers"])
