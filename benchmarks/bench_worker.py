@@ -162,6 +162,9 @@ async def measure_worker(settings: WorkerSettings, total: int, log_path: Path) -
                 process.kill()
             await progress.consumer.stop()
     n = total - n0
+    if n <= 0 or t1 <= t0:
+        raise SystemExit(f"every one of the {total:,} events was published in the worker's "
+                         "first flush: nothing left to time; use more --passengers")
     return {"events": n, "seconds": t1 - t0, "rate": n / (t1 - t0),
             "cpu_us": (c1 - c0) / n * 1e6}
 

@@ -61,3 +61,18 @@ def test_bench_latency_quick_run(kafka_bootstrap: str) -> None:
         table = [line for line in result.stdout.splitlines()
                  if line.split()[:1] == [f"{row['rate']:,.0f}"]]
         assert table, f"no table line for {row['rate']:,.0f}/s in:\n{result.stdout}"
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_bench_worker_small_run(kafka_bootstrap: str) -> None:
+    result = subprocess.run(  # noqa: S603 - our own script
+        [sys.executable, str(REPO_ROOT / "benchmarks" / "bench_worker.py"), "--bootstrap",
+         kafka_bootstrap, "--passengers", "5000"],  # 75,000 events: several flushes
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=170, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    worker = [line for line in result.stdout.splitlines()
+              if line.strip().startswith("one worker (end to end)")]
+    assert worker, result.stdout
+    rate = float(worker[0].split()[5].replace(",", ""))
+    assert rate > 0 and "us CPU/event" in worker[0]
