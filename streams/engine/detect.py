@@ -67,7 +67,7 @@ import math
 import re
 from collections import Counter, deque
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal
 
@@ -1032,9 +1032,14 @@ class FollowUp:
 
     def to_dict(self) -> dict[str, Any]:
         """As plain data with ISO 8601 UTC times (for the API and the follow-ups topic)."""
-        out = asdict(self)
+        # Every field is a scalar: no need for asdict's deep copy (one per follow-up on
+        # the worker's hot path).
+        out = {name: getattr(self, name) for name in _FOLLOWUP_FIELDS}
         out["created_at"], out["closed_at"] = _iso(self.created_at), _iso(self.closed_at)
         return out
+
+
+_FOLLOWUP_FIELDS = tuple(f.name for f in fields(FollowUp))
 
 
 def _needs_human(condition: Condition, event: TouchpointEvent) -> str | None:
