@@ -67,6 +67,9 @@ async def test_sigkill_mid_stream_then_restart_equals_the_oracle(
                                     for p, o in ends1.items()), 60,
                         lambda: "worker never got into phase 2\n" + first.log_tail())
             first.kill()
+            # Everything the killed worker had published (the reader lags a little: read
+            # the partials topic to its end first; nobody publishes until the restart).
+            await reader.catch_up(30)
             published_at_kill = reader.source_offsets()
             produced += await sending
             ends = end_offsets(kafka_bootstrap, topic)
