@@ -9,23 +9,16 @@ import numpy as np
 from engine_reference import make_event
 from hypothesis import given
 from hypothesis import strategies as st
+from signal_strategies import SIGNALS
 
 from streams.engine.dimensions import NONE, DimensionCodes
 from streams.engine.metrics import observe, observe_many, rows
 from streams.engine.store import group_compact, group_sum
 
 _signals = st.one_of(
-    st.builds(lambda v: {"kind": "csat", "value": v}, st.integers(1, 5)),
-    st.builds(lambda v: {"kind": "nps", "value": v}, st.integers(0, 10)),
-    st.builds(lambda v: {"kind": "ces", "value": v}, st.integers(1, 7)),
-    st.builds(lambda v: {"kind": "rating", "value": v, "scale_min": 1, "scale_max": 5,
-                         "na_code": 0}, st.integers(0, 5)),
-    st.builds(lambda v: {"kind": "rating", "value": v, "scale_min": 0, "scale_max": 20},
-              st.integers(0, 20)),
+    SIGNALS,
     st.builds(lambda v: {"kind": "rating", "value": v, "scale_min": 1, "scale_max": 2},
               st.integers(1, 2)),
-    st.builds(lambda v: {"kind": "outcome", "value": v},
-              st.sampled_from(["resolved", "unresolved", "abandoned"])),
     st.builds(lambda v: {"kind": "sentiment", "value": v},
               st.floats(-1.0, 1.0, allow_nan=False) | st.sampled_from([-1.0, -0.0, 0.0, 1.0])),
 )

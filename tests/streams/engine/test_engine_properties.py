@@ -9,6 +9,7 @@ import numpy as np
 from engine_reference import BASE, Reference, make_event
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from signal_strategies import SIGNALS
 
 from schemas import TouchpointEvent
 from streams.engine.config import DimensionConfig, EngineConfig
@@ -22,15 +23,7 @@ CONFIG = EngineConfig(
 )
 
 _signals = st.one_of(
-    st.builds(lambda v: {"kind": "csat", "value": v}, st.integers(1, 5)),
-    st.builds(lambda v: {"kind": "nps", "value": v}, st.integers(0, 10)),
-    st.builds(lambda v: {"kind": "ces", "value": v}, st.integers(1, 7)),
-    st.builds(lambda v: {"kind": "rating", "value": v, "scale_min": 1, "scale_max": 5,
-                         "na_code": 0}, st.integers(0, 5)),
-    st.builds(lambda v: {"kind": "rating", "value": v, "scale_min": 0, "scale_max": 20},
-              st.integers(0, 20)),
-    st.builds(lambda v: {"kind": "outcome", "value": v},
-              st.sampled_from(["resolved", "unresolved", "abandoned"])),
+    SIGNALS,
     st.builds(lambda v: {"kind": "sentiment", "value": v},
               st.sampled_from([-1.0, -0.5, 0.0, 0.25, 1.0])),
 )
