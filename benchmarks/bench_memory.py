@@ -40,7 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -180,15 +180,21 @@ def scope_events(v: int, per_series: int, days: float = 7.0,
 # -- one measurement (in a child process) ---------------------------------------------
 
 
+def feed(engine: Engine, batches: Iterable[list[TouchpointEvent]]) -> int:
+    """Ingest every batch; the number of events fed."""
+    events = 0
+    for batch in batches:
+        engine.ingest(batch)
+        events += len(batch)
+    return events
+
+
 def measure(kind: str, size: int, args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     out: dict[str, Any] = {"kind": kind, "size": size}
     if kind == "customers":
         engine = Engine(customer_config(args))
-        events = 0
-        for batch in customer_events(size, args.days):
-            engine.ingest(batch)
-            events += len(batch)
+        events = feed(engine, customer_events(size, args.days))
         out.update(events=events, customers=len(engine.customers.customers),
                    series=len(engine.series), seen=len(engine.seen),
                    open_journeys=len(engine.journeys.open),
@@ -206,10 +212,7 @@ def measure(kind: str, size: int, args: argparse.Namespace) -> dict[str, Any]:
         out["customers"] = len(engine.customers.customers)
     elif kind == "scopes":
         engine = Engine(scope_config(size))
-        events = 0
-        for batch in scope_events(size, args.events_per_series):
-            engine.ingest(batch)
-            events += len(batch)
+        events = feed(engine, scope_events(size, args.events_per_series))
         out.update(events=events, customers=len(engine.customers.customers),
                    series=len(engine.series), seen=len(engine.seen))
     elif kind == "book":
