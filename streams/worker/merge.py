@@ -52,7 +52,6 @@ class MergedView:
         self._template = Engine(config)
         self._cells: dict[tuple[str, int], dict[int, _Cell]] = {}
         self._meta: dict[int, rec.PartitionMeta] = {}
-        self._latest: dict[int, tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]] = {}
         self._engine: Engine | None = None
         self._registry = SeriesRegistry()
         self._dirty: set[tuple[str, int]] = set()
@@ -80,7 +79,6 @@ class MergedView:
                     self.records_ignored += 1
                     return
                 self._meta[pk.partition] = meta
-            self._latest.pop(pk.partition, None)
             self._meta_dirty = True
             self.records_applied += 1
             return
@@ -186,17 +184,11 @@ class MergedView:
 
     def _merge_latest(self, engine: Engine) -> None:
         latest = np.full(len(self._registry), engine_module._NEVER, dtype=np.int64)
-        for partition, meta in self._meta.items():
-            known = self._latest.get(partition)
-            if known is None or len(known[0]) < len(meta.latest_keys):
-                pairs = [(sid, at) for sid, at in zip(
-                    (self._registry.get(cast(SeriesKey, k)) for k in meta.latest_keys),
-                    meta.latest, strict=True) if sid is not None]
-                known = (np.array([sid for sid, _ in pairs], dtype=np.int64),
-                         np.array([at for _, at in pairs], dtype=np.int64))
-                if len(known[0]) == len(meta.latest_keys):  # complete: keep it
-                    self._latest[partition] = known
-            np.maximum.at(latest, known[0], known[1])
+        for meta in self._meta.values():
+            for key, at in zip(meta.latest_keys, meta.latest, strict=True):
+                sid = self._registry.get(cast(SeriesKey, key))  # decoded metas hold tuples
+                if sid is not None and at > latest[sid]:
+                    latest[sid] = at
         engine.latest = latest
 
     def _expire(self, engine: Engine, watermark: int) -> None:
