@@ -52,6 +52,8 @@ SCOPES: tuple[tuple[str, ...], ...] = (
     ("owner",), ("channel", "segment"),
 )  # EngineConfig's default scopes, spelled out so the Faust process needs no engine import
 FAUST_TABLE = "scope_stats"
+CONTENDERS = ("faust", "worker1", "worker2", "embedded")
+"""What ``--only`` selects from; the ceiling always runs (every ratio is to it)."""
 
 
 def vm_hwm_mb(pid: int) -> float:
@@ -235,7 +237,7 @@ def group_stable(admin: Any, group: str, members: int) -> bool:
 
 async def measure_workers(bootstrap: str, topic: str, partitions: int, total: int,
                           count: int, root: Path) -> dict[str, Any]:
-    from bench_worker import Progress
+    from bench_worker import Progress, shutdown_stats
     from kafka.admin import KafkaAdminClient
 
     from streams.worker.settings import WorkerSettings
@@ -245,7 +247,7 @@ async def measure_workers(bootstrap: str, topic: str, partitions: int, total: in
         kafka_bootstrap=bootstrap, app_id=name, topic_touchpoints=topic,
         topic_dlq=f"{name}.dlq", topic_scores=f"{name}.scores", topic_alerts=f"{name}.alerts",
         topic_partitions=partitions, store="memory://", state_dir=root / name,
-        log_level="warn")
+        log_level="info")  # info: the shutdown line tells where each worker's time went
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOUCHSTREAM_")}
     env.update({f"TOUCHSTREAM_{k.upper()}": str(v)
                 for k, v in settings.model_dump().items() if v is not None})
@@ -308,10 +310,12 @@ async def measure_workers(bootstrap: str, topic: str, partitions: int, total: in
             stop(p)
         for log in logs:
             log.close()
+    stats = [shutdown_stats(Path(log.name)) for log in logs]
     if total - n0 < total // 10:  # (tiny runs) done within the first flush: time from launch
         return {"events": total, "seconds": t1 - launched, "rss_mb": sum(rss),
-                "rss_each": rss, "note": "incl. start-up"}
-    return {"events": total - n0, "seconds": t1 - t0, "rss_mb": sum(rss), "rss_each": rss}
+                "rss_each": rss, "note": "incl. start-up", "stats": stats}
+    return {"events": total - n0, "seconds": t1 - t0, "rss_mb": sum(rss), "rss_each": rss,
+            "stats": stats}
 
 
 async def measure_embedded(records: list[tuple[bytes, bytes]], batch: int, concurrency: int,
@@ -398,25 +402,38 @@ async def run(args: argparse.Namespace, bootstrap: str) -> None:
     r = run_json_subprocess(["_ceiling", bootstrap, topic, str(total)], timeout=300)
     line("1 ceiling (getmany + orjson)", r, f"{r['events']:,} events in {r['seconds']:.2f} s")
 
-    r = await measure_faust(bootstrap, topic, args.partitions, total, args.faust_seconds,
-                            root / "faust.log")
-    note = (f"{r['events']:,.0f} events in {r['seconds']:.1f} s"
-            + ("" if r["finished"] else
-               f"; CAPPED at {args.faust_seconds:.0f} s ({r['done']:,.0f}/{total:,} done)"))
-    line("2 faust agent + table, 8 scopes", r, note)
+    if "faust" in args.only:
+        r = await measure_faust(bootstrap, topic, args.partitions, total, args.faust_seconds,
+                                root / "faust.log")
+        note = (f"{r['events']:,.0f} events in {r['seconds']:.1f} s"
+                + ("" if r["finished"] else
+                   f"; CAPPED at {args.faust_seconds:.0f} s ({r['done']:,.0f}/{total:,} done)"))
+        line("2 faust agent + table, 8 scopes", r, note)
 
     for count in (1, 2):
+        if f"worker{count}" not in args.only:
+            continue
         r = await measure_workers(bootstrap, topic, args.partitions, total, count, root)
         line(f"3 touchstream worker x{count}", r,
              f"{r['events']:,} events in {r['seconds']:.1f} s"
              + (f" ({r['note']})" if "note" in r else "")
              + (f"; RSS each {', '.join(f'{x:.0f}' for x in r['rss_each'])} MiB"
                 if count > 1 else ""))
+        for i, text in enumerate(r["stats"]):
+            if text:
+                print(f"      worker {i} (whole run): {text}", flush=True)
 
+    if "embedded" not in args.only:
+        finish(args, root)
+        return
     r = await measure_embedded(records, args.batch, args.http_concurrency, root)
     line(f"4 embedded, HTTP batches of {args.batch:,}", r,
          f"{r['events']:,} events in {r['seconds']:.1f} s; {r['accepted']:,} accepted; "
          f"{args.http_concurrency} in flight")
+    finish(args, root)
+
+
+def finish(args: argparse.Namespace, root: Path) -> None:
     if args.keep:
         print(f"logs and state kept in {root}")
     else:
@@ -443,7 +460,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 2,000 events, Faust capped at 15 s")
     parser.add_argument("--keep", action="store_true", help="keep logs and state")
+    parser.add_argument("--only", default=",".join(CONTENDERS),
+                        help="comma-separated contenders to measure besides the ceiling "
+                             f"(default: all of {','.join(CONTENDERS)})")
     args = parser.parse_args()
+    args.only = {c.strip() for c in args.only.split(",") if c.strip()}
+    unknown = sorted(args.only - set(CONTENDERS))
+    if unknown:
+        parser.error(f"--only: unknown contender(s) {', '.join(unknown)} "
+                     f"(known: {', '.join(CONTENDERS)})")
     if args.quick:
         args.events, args.faust_seconds = min(args.events, 2_000), min(args.faust_seconds, 15)
     if args.bootstrap:

@@ -166,7 +166,15 @@ async def measure_worker(settings: WorkerSettings, total: int, log_path: Path) -
         raise SystemExit(f"every one of the {total:,} events was published in the worker's "
                          "first flush: nothing left to time; use more --passengers")
     return {"events": n, "seconds": t1 - t0, "rate": n / (t1 - t0),
-            "cpu_us": (c1 - c0) / n * 1e6}
+            "cpu_us": (c1 - c0) / n * 1e6, "stats": shutdown_stats(log_path)}
+
+
+def shutdown_stats(log_path: Path) -> str:
+    """The worker's own account of its time (its shutdown log line), or ''."""
+    for line in reversed(log_path.read_text(errors="replace").splitlines()):
+        if "shut down cleanly" in line:
+            return line.partition("; ")[2]
+    return ""
 
 
 async def run(args: argparse.Namespace, bootstrap: str) -> None:
@@ -201,6 +209,8 @@ async def run(args: argparse.Namespace, bootstrap: str) -> None:
     print(f"    ratio to decode + engine {result['rate'] / engine_rate:.2f}, to raw consume "
           f"{result['rate'] / ceiling:.2f}   ({result['events']:,.0f} events in "
           f"{result['seconds']:.1f} s; this script used {bench_cpu:.1f} s CPU meanwhile)")
+    if result["stats"]:
+        print(f"    the worker's own account (whole run): {result['stats']}")
 
 
 def main() -> None:

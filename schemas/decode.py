@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import cast
 
 import msgspec
+import numpy as np
+import numpy.typing as npt
 
 from schemas.event import KINDS, SCHEMA_VERSION, TouchpointEvent
 
@@ -89,6 +92,20 @@ def _utf8_problem(data: bytes | str) -> str:
     return "invalid UTF-8"
 
 
+@dataclass(slots=True)
+class DecodedBatch:
+    """What ``EventDecoder.decode_many`` made of a batch of values."""
+
+    events: list[TouchpointEvent]
+    """The acceptable events, in input order."""
+    stamps: npt.NDArray[np.float64]
+    """Each event's ``occurred_at`` as epoch seconds."""
+    positions: list[int] | None = None
+    """The input index of each event; ``None`` when every value was acceptable."""
+    errors: list[tuple[int, EventError]] = field(default_factory=list)
+    """(input index, why) of each rejected value, in input order."""
+
+
 class EventDecoder:
     """Decodes JSON bytes into validated events; one instance is reused for speed."""
 
@@ -105,6 +122,52 @@ class EventDecoder:
 
     def decode(self, data: bytes | str) -> TouchpointEvent:
         """One event from JSON; raises ``EventError`` when it is not acceptable."""
+        event = self._parse(data)
+        self.check_time(event, self._clock())
+        return event
+
+    def decode_many(self, values: Sequence[bytes | None]) -> DecodedBatch:
+        """Events from a batch of JSON values, with the same checks and errors as
+        ``decode`` one by one, at a fraction of the cost per value: the values are
+        parsed in one pass and the clock is checked once for the whole batch.
+        A missing value (``None``, a Kafka record without one) is rejected."""
+        parse = self._decoder.decode
+        positions: list[int] | None = None
+        errors: list[tuple[int, EventError]] = []
+        try:
+            # (a None among them raises TypeError here, and is rejected below)
+            events: list[TouchpointEvent] = [parse(v) for v in cast("Sequence[bytes]", values)]
+        except Exception:  # noqa: BLE001 - some value is not acceptable: one by one
+            events, positions = [], []
+            for i, value in enumerate(values):
+                try:
+                    if value is None:
+                        raise EventError("$", "empty message (no value)")
+                    events.append(self._parse(value))
+                except EventError as exc:
+                    errors.append((i, exc))
+                    continue
+                positions.append(i)
+        stamps = np.array([e.occurred_at.timestamp() for e in events], dtype=np.float64)
+        now = self._clock()
+        wrong = np.flatnonzero((stamps > now + self._future) | (stamps < now - self._age))
+        if len(wrong):  # rare: the reasons come from ``check_time`` itself
+            where = list(range(len(events))) if positions is None else positions
+            keep = np.ones(len(events), dtype=np.bool_)
+            for i in wrong.tolist():
+                try:
+                    self.check_time(events[i], now)
+                except EventError as exc:
+                    errors.append((where[i], exc))
+                    keep[i] = False
+            events = [e for e, k in zip(events, keep.tolist(), strict=True) if k]
+            positions = [p for p, k in zip(where, keep.tolist(), strict=True) if k]
+            stamps = stamps[keep]
+            errors.sort(key=lambda item: item[0])
+        return DecodedBatch(events, stamps, positions, errors)
+
+    def _parse(self, data: bytes | str) -> TouchpointEvent:
+        """One event from JSON, checked for everything but its time."""
         try:
             event: TouchpointEvent = self._decoder.decode(data)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -117,7 +180,6 @@ class EventDecoder:
             raise EventError("$", f"not valid UTF-8 ({exc.reason})") from None
         except RecursionError:
             raise EventError("$", "not valid JSON (nested too deeply)") from None
-        self.check_time(event, self._clock())
         return event
 
     def convert(self, obj: object) -> TouchpointEvent:

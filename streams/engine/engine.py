@@ -186,11 +186,17 @@ class Engine:
 
     # -- ingestion -------------------------------------------------------------------
 
-    def ingest(self, events: Iterable[TouchpointEvent]) -> IngestResult:
-        """Count a batch of validated events, in arrival order."""
+    def ingest(self, events: Iterable[TouchpointEvent],
+               stamps: FloatArray | None = None) -> IngestResult:
+        """Count a batch of validated events, in arrival order.
+
+        ``stamps``, when given, holds each event's ``occurred_at`` as epoch seconds
+        (``DecodedBatch.stamps``), so that it is not computed twice.
+        """
         batch = events if isinstance(events, list) else list(events)
         result = IngestResult()
-        stamps = np.array([e.occurred_at.timestamp() for e in batch], dtype=np.float64)
+        if stamps is None:
+            stamps = np.array([e.occurred_at.timestamp() for e in batch], dtype=np.float64)
         times = np.floor(stamps).astype(np.int64)  # event_seconds of each
         at_list: list[int] = times.tolist()
         new = self.seen.add([e.event_id for e in batch], times)

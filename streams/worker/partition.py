@@ -15,8 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from schemas.decode import EventDecoder, EventError
-from schemas.event import TouchpointEvent
+from schemas.decode import EventDecoder
 from streams.engine.config import EngineConfig
 from streams.engine.detect import FollowUp, FollowUpRule, followups
 from streams.engine.engine import Engine
@@ -142,9 +141,7 @@ class PartitionState:
         before and after them, exactly where they sit in the partition.
         """
         report = BatchReport(records=len(records))
-        decode = self.decoder.decode
-        valid: list[TouchpointEvent] = []
-        sources: list[InputRecord] = []
+        run: list[InputRecord] = []  # the records since the last control record
         next_offset = self.next_offset
         for record in records:
             offset = record.offset
@@ -152,24 +149,15 @@ class PartitionState:
                 report.skipped += 1
                 continue
             next_offset = offset + 1
-            value = record.value
-            command = rec.control_kind(record.headers)
+            headers = record.headers
+            command = rec.control_kind(headers) if headers else None
             if command is not None:
-                self._ingest(valid, sources, report)
-                valid, sources = [], []
+                self._ingest(run, report)
+                run = []
                 self._command(record, command, report)
                 continue
-            try:
-                if value is None:
-                    raise EventError("$", "empty message (no value)")
-                event = decode(value)
-            except EventError as exc:
-                report.rejected += 1
-                report.dead_letters.append(_dead(record, "rejected", exc.field, exc.reason))
-                continue
-            valid.append(event)
-            sources.append(record)
-        self._ingest(valid, sources, report)
+            run.append(record)
+        self._ingest(run, report)
         self.rejected += report.rejected
         self.engine.counters["rejected"] = self.rejected
         if next_offset != self.next_offset:
@@ -189,11 +177,19 @@ class PartitionState:
             return
         report.commands += 1
 
-    def _ingest(self, valid: list[TouchpointEvent], sources: list[InputRecord],
-                report: BatchReport) -> None:
+    def _ingest(self, run: list[InputRecord], report: BatchReport) -> None:
+        """Decode and count a run of event records (no control record among them)."""
+        if not run:
+            return
+        decoded = self.decoder.decode_many([record.value for record in run])
+        for index, exc in decoded.errors:
+            report.rejected += 1
+            report.dead_letters.append(_dead(run[index], "rejected", exc.field, exc.reason))
+        valid = decoded.events
         if not valid:
             return
-        result = self.engine.ingest(valid)
+        sources = run if decoded.positions is None else [run[i] for i in decoded.positions]
+        result = self.engine.ingest(valid, decoded.stamps)
         report.accepted += result.accepted
         report.duplicates += len(result.duplicates)
         report.late += len(result.late)

@@ -84,47 +84,47 @@ def test_not_applicable_rating_is_flagged(decoder: EventDecoder) -> None:
     assert decoded.not_applicable
 
 
-@pytest.mark.parametrize(
-    ("data", "field", "reason"),
-    [
-        (raw(value=6), "value", "Expected `int` <= 5"),
-        (raw(value=0), "value", "Expected `int` >= 1"),
-        (raw(kind="nps", value=11), "value", "Expected `int` <= 10"),
-        (raw(kind="ces", value=0), "value", "Expected `int` >= 1"),
-        (raw(kind="sentiment", value=1.5), "value", "Expected `float` <= 1.0"),
-        (raw(kind="outcome", value="meh"), "value", "Invalid enum value 'meh'"),
-        (raw(kind="rating", value=6), "value", "`value` 6 is off the declared scale 1..5"),
-        (raw(kind="rating", value=3, na_code=3), "na_code",
-         "`na_code` 3 lies inside the scale 1..5"),
-        (raw(value="4"), "value", "Expected `int`, got `str`"),
-        (raw(value=True), "value", "Expected `int`, got `bool`"),
-        (raw(value=4.5), "value", "Expected `int`, got `float`"),
-        (raw(kind="stars"), "kind",
-         "unknown kind (expected one of csat, nps, ces, rating, outcome, sentiment)"),
-        (raw(kind=...), "kind", "is required"),
-        (raw(event_id=...), "event_id", "is required"),
-        (raw(event_id=""), "event_id", "Expected `str` of length >= 1"),
-        (raw(customer_id=...), "customer_id", "is required"),
-        (raw(channel=...), "channel", "is required"),
-        (raw(occurred_at="2026-11-24T11:59:00"), "occurred_at",
-         "Expected `datetime` with a timezone component"),
-        (raw(occurred_at="yesterday"), "occurred_at", "Invalid RFC3339 encoded datetime"),
-        (raw(occurred_at="2026-11-25T12:00:00Z"), "occurred_at",
-         "is 1 day, 0:00:00 in the future (at most 0:15:00 allowed)"),
-        (raw(occurred_at="1990-01-01T00:00:00Z"), "occurred_at",
-         "is older than the oldest accepted age (3650 days)"),
-        (raw(comment="x" * 4001), "comment", "Expected `str` of length <= 4000"),
-        (raw(stage="deliver"), "stage", "Invalid enum value 'deliver'"),
-        (raw(schema_version="2"), "schema_version", "unknown schema version (supported: 1)"),
-        (raw(segment="s" * 65), "segment", "Expected `str` of length <= 64"),
-        (b"not json", "$", "not valid JSON (JSON is malformed: invalid character (byte 4))"),
-        (raw()[:-5], "$", "not valid JSON (Input data was truncated)"),
-        (b"[1, 2]", "$", "Expected `object`, got `array`"),
-        (b'{"kind": "csat", "event_id": "\xff"}', "$", "not valid UTF-8 (invalid start byte)"),
-        (raw().replace(b'"value": 4', b'"value": NaN'), "$",
-         "not valid JSON (JSON is malformed: invalid character (byte 165))"),
-    ],
-)
+BAD = [
+    (raw(value=6), "value", "Expected `int` <= 5"),
+    (raw(value=0), "value", "Expected `int` >= 1"),
+    (raw(kind="nps", value=11), "value", "Expected `int` <= 10"),
+    (raw(kind="ces", value=0), "value", "Expected `int` >= 1"),
+    (raw(kind="sentiment", value=1.5), "value", "Expected `float` <= 1.0"),
+    (raw(kind="outcome", value="meh"), "value", "Invalid enum value 'meh'"),
+    (raw(kind="rating", value=6), "value", "`value` 6 is off the declared scale 1..5"),
+    (raw(kind="rating", value=3, na_code=3), "na_code",
+     "`na_code` 3 lies inside the scale 1..5"),
+    (raw(value="4"), "value", "Expected `int`, got `str`"),
+    (raw(value=True), "value", "Expected `int`, got `bool`"),
+    (raw(value=4.5), "value", "Expected `int`, got `float`"),
+    (raw(kind="stars"), "kind",
+     "unknown kind (expected one of csat, nps, ces, rating, outcome, sentiment)"),
+    (raw(kind=...), "kind", "is required"),
+    (raw(event_id=...), "event_id", "is required"),
+    (raw(event_id=""), "event_id", "Expected `str` of length >= 1"),
+    (raw(customer_id=...), "customer_id", "is required"),
+    (raw(channel=...), "channel", "is required"),
+    (raw(occurred_at="2026-11-24T11:59:00"), "occurred_at",
+     "Expected `datetime` with a timezone component"),
+    (raw(occurred_at="yesterday"), "occurred_at", "Invalid RFC3339 encoded datetime"),
+    (raw(occurred_at="2026-11-25T12:00:00Z"), "occurred_at",
+     "is 1 day, 0:00:00 in the future (at most 0:15:00 allowed)"),
+    (raw(occurred_at="1990-01-01T00:00:00Z"), "occurred_at",
+     "is older than the oldest accepted age (3650 days)"),
+    (raw(comment="x" * 4001), "comment", "Expected `str` of length <= 4000"),
+    (raw(stage="deliver"), "stage", "Invalid enum value 'deliver'"),
+    (raw(schema_version="2"), "schema_version", "unknown schema version (supported: 1)"),
+    (raw(segment="s" * 65), "segment", "Expected `str` of length <= 64"),
+    (b"not json", "$", "not valid JSON (JSON is malformed: invalid character (byte 4))"),
+    (raw()[:-5], "$", "not valid JSON (Input data was truncated)"),
+    (b"[1, 2]", "$", "Expected `object`, got `array`"),
+    (b'{"kind": "csat", "event_id": "\xff"}', "$", "not valid UTF-8 (invalid start byte)"),
+    (raw().replace(b'"value": 4', b'"value": NaN'), "$",
+     "not valid JSON (JSON is malformed: invalid character (byte 165))"),
+]
+
+
+@pytest.mark.parametrize(("data", "field", "reason"), BAD)
 def test_rejects_bad_input_naming_field_and_reason(
     decoder: EventDecoder, data: bytes, field: str, reason: str
 ) -> None:
@@ -133,6 +133,41 @@ def test_rejects_bad_input_naming_field_and_reason(
     assert caught.value.field == field
     assert caught.value.reason == reason
     assert caught.value.as_dict() == {"field": field, "reason": reason}
+
+
+def one_by_one(decoder: EventDecoder, values: list[bytes | None]) -> list[Any]:
+    """What ``decode`` makes of each value: the event, or (field, reason)."""
+    out: list[Any] = []
+    for value in values:
+        try:
+            if value is None:
+                raise EventError("$", "empty message (no value)")
+            out.append(decoder.decode(value))
+        except EventError as exc:
+            out.append((exc.field, exc.reason))
+    return out
+
+
+VALID = [raw(event_id=f"evt-{i}", occurred_at=f"2026-11-24T11:{i:02d}:30Z", value=1 + i % 5)
+         for i in range(12)] + [raw(occurred_at="2026-11-24T12:14:59Z")]
+
+
+@given(st.lists(st.one_of(st.sampled_from(VALID), st.sampled_from([b for b, _, _ in BAD]),
+                          st.none()), max_size=40))
+def test_decode_many_equals_decode_one_by_one(values: list[bytes | None]) -> None:
+    decoder = EventDecoder(clock=NOW.timestamp)
+    batch = decoder.decode_many(values)
+    expected = one_by_one(decoder, values)
+    got: list[Any] = [None] * len(values)
+    positions = batch.positions if batch.positions is not None else range(len(values))
+    for position, decoded in zip(positions, batch.events, strict=True):
+        got[position] = decoded
+    for position, exc in batch.errors:
+        assert got[position] is None, "a value both decoded and rejected"
+        got[position] = (exc.field, exc.reason)
+    assert got == expected
+    assert [index for index, _ in batch.errors] == sorted(index for index, _ in batch.errors)
+    assert batch.stamps.tolist() == [e.occurred_at.timestamp() for e in batch.events]
 
 
 COMMENTS = [
