@@ -34,6 +34,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -389,6 +390,27 @@ async def run(args: argparse.Namespace, bootstrap: str) -> None:
     print(f"{total:,} simulated events (mean {mean:.0f} bytes, orjson), "
           f"{args.partitions} partition(s), broker {bootstrap}, {os.cpu_count()} CPUs; "
           f"produced at {total / took:,.0f} events/s", flush=True)
+    ratios: dict[str, list[float]] = {}
+    rates: dict[str, list[float]] = {}
+    for round_ in range(1, args.repeat + 1):
+        if args.repeat > 1:
+            print(f"round {round_} of {args.repeat}", flush=True)
+        await measure_round(args, bootstrap, topic, records, root, rates, ratios)
+    if args.repeat > 1:
+        print(f"medians of {args.repeat} rounds (ratio: median of each round's ratio to that "
+              "round's ceiling, [lowest, highest])", flush=True)
+        for label, values in rates.items():
+            r = sorted(ratios[label])
+            print(f"  {label:<34} {statistics.median(values):>10,.0f} "
+                  f"{statistics.median(r):>10.3f}  [{r[0]:.3f}, {r[-1]:.3f}]", flush=True)
+    finish(args, root)
+
+
+async def measure_round(args: argparse.Namespace, bootstrap: str, topic: str,
+                        records: list[tuple[bytes, bytes]], root: Path,
+                        rates: dict[str, list[float]], ratios: dict[str, list[float]]) -> None:
+    """The ceiling, then each contender chosen, against the same topic."""
+    total = len(records)
     print(f"  {'contender':<34} {'events/s':>10} {'x ceiling':>10} {'peak RSS':>10}", flush=True)
     ceiling_rate = 0.0
 
@@ -396,6 +418,8 @@ async def run(args: argparse.Namespace, bootstrap: str) -> None:
         nonlocal ceiling_rate
         rate = r["events"] / r["seconds"]
         ceiling_rate = ceiling_rate or rate
+        rates.setdefault(label, []).append(rate)
+        ratios.setdefault(label, []).append(rate / ceiling_rate)
         print(f"  {label:<34} {rate:>10,.0f} {rate / ceiling_rate:>10.3f} "
               f"{r['rss_mb']:>7,.0f} MiB  {note}".rstrip(), flush=True)
 
@@ -423,14 +447,11 @@ async def run(args: argparse.Namespace, bootstrap: str) -> None:
             if text:
                 print(f"      worker {i} (whole run): {text}", flush=True)
 
-    if "embedded" not in args.only:
-        finish(args, root)
-        return
-    r = await measure_embedded(records, args.batch, args.http_concurrency, root)
-    line(f"4 embedded, HTTP batches of {args.batch:,}", r,
-         f"{r['events']:,} events in {r['seconds']:.1f} s; {r['accepted']:,} accepted; "
-         f"{args.http_concurrency} in flight")
-    finish(args, root)
+    if "embedded" in args.only:
+        r = await measure_embedded(records, args.batch, args.http_concurrency, root)
+        line(f"4 embedded, HTTP batches of {args.batch:,}", r,
+             f"{r['events']:,} events in {r['seconds']:.1f} s; {r['accepted']:,} accepted; "
+             f"{args.http_concurrency} in flight")
 
 
 def finish(args: argparse.Namespace, root: Path) -> None:
@@ -460,6 +481,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 2,000 events, Faust capped at 15 s")
     parser.add_argument("--keep", action="store_true", help="keep logs and state")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="measure everything this many times, then print medians "
+                             "(this machine's speed varies by 20%% from minute to minute)")
     parser.add_argument("--only", default=",".join(CONTENDERS),
                         help="comma-separated contenders to measure besides the ceiling "
                              f"(default: all of {','.join(CONTENDERS)})")

@@ -144,10 +144,11 @@ class TouchpointProcessor:
                     await self.app.consumer.seek(tp, state.next_offset)
                     return
                 self.positioned.add(partition)
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.thread_time()
             report = state.process(records)
             took = time.perf_counter() - started
             self.seconds["process"] += took
+            self.seconds["process_cpu"] += time.thread_time() - cpu
             self.metrics.batch_seconds.observe(took)
             self.totals["batches"] += 1
             self._account(report)
@@ -411,6 +412,7 @@ class TouchpointProcessor:
                 f" late={t['late']} rejected={t['rejected']} skipped={t['skipped']}"
                 f" checkpoints={t['checkpoints']} stale_batches={t['stale_batches']}"
                 f" batches={t['batches']} process_s={self.seconds['process']:.1f}"
+                f" (cpu {self.seconds['process_cpu']:.1f})"
                 f" flush_s={self.seconds['flush']:.1f}"
                 f" fetch_s={getattr(self.app.consumer, 'fetch_seconds', 0.0):.1f}"
                 f" idle_s={getattr(self.app.consumer, 'idle_seconds', 0.0):.1f}"
