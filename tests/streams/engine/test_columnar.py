@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -65,3 +66,34 @@ def test_encode_is_code_on_each_value(values: list[str | None], cap: int) -> Non
     assert batch.encode(values).tolist() == [one_by_one.code(NONE if v is None else v)
                                              for v in values]
     assert (batch.values, batch.folded) == (one_by_one.values, one_by_one.folded)
+
+
+@given(st.lists(st.tuples(_signals, st.integers(0, 7_200), st.sampled_from(["a", "b", "c"])),
+                min_size=1, max_size=60),
+       st.integers(1, 25), st.sampled_from([0, 2_000_000, 40_000_000]))
+def test_grouping_by_time_class_equals_grouping_each_granularity(
+        items: list[tuple[dict[str, Any], int, str]], batch: int, spread: int,
+) -> None:
+    """Batches within seconds (one class), across minute and hour edges (classes sharing
+    coarse buckets) and across months or years (too wide to pack) all count the same,
+    bit for bit, as grouping every granularity on its own."""
+    from engine_reference import BASE
+
+    from streams.engine.config import EngineConfig
+    from streams.engine.engine import Engine
+
+    events = [make_event(event_id=f"e-{i}", customer_id=customer, channel=customer,
+                         occurred_at=BASE + timedelta(seconds=at + (spread if i % 7 == 3 else 0)),
+                         **signal)
+              for i, (signal, at, customer) in enumerate(items)]
+    config = EngineConfig(allowed_lateness=86_400)
+    by_class, each = Engine(config), Engine(config)
+    each._add_by_class = lambda grans, *_: list(range(len(grans)))  # type: ignore[method-assign]
+    for i in range(0, len(events), batch):
+        by_class.ingest(events[i : i + batch])
+        each.ingest(events[i : i + batch])
+    for name, gran in by_class.granularities.items():
+        other = each.granularities[name].tables
+        assert sorted(gran.tables) == sorted(other), name
+        for bucket, table in gran.tables.items():
+            assert table.state() == other[bucket].state(), (name, bucket)
