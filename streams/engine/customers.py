@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from array import array
+from collections.abc import Iterable
 from typing import Any, Final
 
 import numpy as np
@@ -60,37 +61,46 @@ class CustomerBook:
 
     def add(self, customer_id: str, segment: str, value: float, at: int) -> None:
         """Record one signal; values that are not a satisfaction (NaN) only touch last-seen."""
-        row = self.customers.get(customer_id)
-        if row is None:
-            row = self.customers[customer_id] = len(self._signals)
-            self._signals.append(0)
-            self._last_seen.append(0)
-            self._mean.append(0.0)
-            self._m2.append(0.0)
-            self._segment.append(0)
-            self._recent.extend(self._blank)
-        code = self._segment_codes.get(segment)
-        if code is None:
-            code = self._segment_code(segment)
-        self._segment[row] = code
-        last_seen = self._last_seen
-        if at > last_seen[row]:
-            last_seen[row] = at
-        if math.isnan(value):
-            return
-        signals, keep = self._signals, self.keep
-        m = signals[row]
-        signals[row] = m + 1
-        slot = row * keep + m % keep
-        if m >= keep:  # the oldest recent value moves into history
-            old = self._recent[slot]
-            n = m - keep + 1
-            mean = self._mean[row]
-            delta = old - mean
-            mean += delta / n
-            self._mean[row] = mean
-            self._m2[row] += delta * (old - mean)
-        self._recent[slot] = value
+        self.add_many([customer_id], [segment], [value], [at])
+
+    def add_many(self, customer_ids: Iterable[str], segments: Iterable[str],
+                 values: Iterable[float], ats: Iterable[int]) -> None:
+        """``add`` each signal in order (one loop, its lookups hoisted)."""
+        rows, segment_codes = self.customers, self._segment_codes
+        segment_of, last_seen, signals = self._segment, self._last_seen, self._signals
+        mean_of, m2_of, recent, keep = self._mean, self._m2, self._recent, self.keep
+        isnan = math.isnan
+        for customer_id, segment, value, at in zip(customer_ids, segments, values, ats,
+                                                   strict=True):
+            row = rows.get(customer_id)
+            if row is None:
+                row = rows[customer_id] = len(signals)
+                signals.append(0)
+                last_seen.append(0)
+                mean_of.append(0.0)
+                m2_of.append(0.0)
+                segment_of.append(0)
+                recent.extend(self._blank)
+            code = segment_codes.get(segment)
+            if code is None:
+                code = self._segment_code(segment)
+            segment_of[row] = code
+            if at > last_seen[row]:
+                last_seen[row] = at
+            if isnan(value):
+                continue
+            m = signals[row]
+            signals[row] = m + 1
+            slot = row * keep + m % keep
+            if m >= keep:  # the oldest recent value moves into history
+                old = recent[slot]
+                n = m - keep + 1
+                mean = mean_of[row]
+                delta = old - mean
+                mean += delta / n
+                mean_of[row] = mean
+                m2_of[row] += delta * (old - mean)
+            recent[slot] = value
 
     def _segment_code(self, segment: str) -> int:
         code = self._segment_codes[segment] = len(self.segments)

@@ -1066,10 +1066,11 @@ def followups(events: Sequence[TouchpointEvent],
         return []
     checks = [(rule, frozenset(rule.applies_to), frozenset(rule.segments)) for rule in rules]
     kinds = frozenset().union(*(applies for _, applies, _ in checks))
+    kind_of = {cls: kind for cls, kind in signals.KIND_OF.items() if kind in kinds}
     out: list[FollowUp] = []
     for event in events:
-        kind = event.kind
-        if kind not in kinds:
+        kind = kind_of.get(type(event))
+        if kind is None:
             continue
         for rule, applies, segments in checks:
             if kind not in applies or (segments and event.segment not in segments):

@@ -478,11 +478,8 @@ class Engine:
     def _people(self, observations: Observations, times: IntArray, fields: _Fields) -> None:
         satisfaction: list[float] = observations.satisfaction.tolist()
         at_list: list[int] = times.tolist()
-        add = self.customers.add
-        for customer, segment, value, at in zip(fields.get("customer_id"),
-                                                fields.get("segment"), satisfaction,
-                                                at_list, strict=True):
-            add(customer, segment, value, at)
+        self.customers.add_many(fields.get("customer_id"), fields.get("segment"),
+                                satisfaction, at_list)
         # The watermark as each event arrives: journeys time out as it passes them, event
         # by event, so the result never depends on how events were batched.
         start = self._people_watermark
