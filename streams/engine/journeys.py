@@ -150,7 +150,7 @@ class JourneyTracker:
                 self.closed[journey_id].add(at, channel, touchpoint, stage, satisfaction)
                 return
             journey = self.open[journey_id] = Journey(
-                journey_id, customer_id, journey_type, at, at
+                journey_id, customer_id, journey_type, at, at, [], [], []
             )
             heapq.heappush(self._due, (at + self.timeout, journey_id))
         journey.add(at, channel, touchpoint, stage, satisfaction)
@@ -204,16 +204,20 @@ class JourneyTracker:
     def _close(self, journey: Journey, at: int, reason: str) -> None:
         del self.open[journey.journey_id]
         journey.ended, journey.end_reason = at, reason
-        score = journey.score
-        if score is not None:
+        if journey.n:
+            score = 100.0 * journey.total / journey.n
             band = channel_band(len(journey.channels))
-            for jtype in ("all", journey.journey_type):
-                self.bands.setdefault((jtype, band), BandStats()).add(
-                    score, journey.last - journey.started
-                )
-        self.closed[journey.journey_id] = journey
-        while len(self.closed) > self.kept:
-            self.closed.popitem(last=False)
+            duration = journey.last - journey.started
+            bands = self.bands
+            for key in (("all", band), (journey.journey_type, band)):
+                stats_ = bands.get(key)
+                if stats_ is None:
+                    stats_ = bands[key] = BandStats()
+                stats_.add(score, duration)
+        closed = self.closed
+        closed[journey.journey_id] = journey
+        while len(closed) > self.kept:
+            closed.popitem(last=False)
 
     def get(self, journey_id: str) -> Journey | None:
         """An open or recently ended journey."""
