@@ -85,6 +85,7 @@ def create_worker(settings: WorkerSettings, config: EngineConfig | None = None) 
         topic_replication_factor=settings.topic_replication,
         table_standby_replicas=settings.standby_replicas,
         broker_max_poll_records=settings.batch_max,
+        consumer_max_fetch_size=settings.fetch_partition_bytes,
         consumer_auto_offset_reset="earliest",
         web_enabled=settings.web_port is not None,
         web_port=settings.web_port or 6066,
