@@ -325,7 +325,7 @@ async def measure_embedded(records: list[tuple[bytes, bytes]], batch: int, concu
 
     key = "bench-key-0123456789abcdef"
     port = free_port()
-    data_dir = root / "embedded"
+    data_dir = root / f"embedded-{uuid.uuid4().hex[:8]}"  # fresh state each round
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOUCHSTREAM_")}
     env.update({"TOUCHSTREAM_DATA_DIR": str(data_dir), "TOUCHSTREAM_PORT": str(port),
                 "TOUCHSTREAM_API_KEYS": f"bench:read+write:{key}"})
