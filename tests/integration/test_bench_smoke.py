@@ -40,6 +40,23 @@ def test_bench_pipeline_quick_run(kafka_bootstrap: str) -> None:
 
 @pytest.mark.integration
 @pytest.mark.slow
+def test_bench_pipeline_repeated_rounds_print_medians(kafka_bootstrap: str) -> None:
+    result = subprocess.run(  # noqa: S603 - our own script
+        [sys.executable, str(SCRIPT), "--quick", "--repeat", "2", "--only", "worker1",
+         "--bootstrap", kafka_bootstrap],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "round 2 of 2" in out and "medians of 2 rounds" in out, out
+    medians = out.split("medians of 2 rounds")[1].splitlines()
+    worker = [line for line in medians if line.strip().startswith("3 touchstream worker x1")]
+    assert worker, out
+    assert not [line for line in out.splitlines() if line.strip().startswith("2 faust")], out
+    assert "worker 0 (whole run): records=" in out, out
+
+
+@pytest.mark.integration
+@pytest.mark.slow
 def test_bench_latency_quick_run(kafka_bootstrap: str) -> None:
     # The product's defaults, whatever TOUCHSTREAM_* the caller's shell has.
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOUCHSTREAM_")}
