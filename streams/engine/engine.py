@@ -146,6 +146,10 @@ def _matches(values: list[Any], allowed: tuple[str, ...]) -> BoolArray:
     return np.fromiter(map(verdict.__getitem__, values), dtype=np.bool_, count=len(values))
 
 
+_MEMO_SIZE: Final = 256
+"""Distinct ``scores`` questions remembered per engine version."""
+
+
 class Engine:
     """Windows, scores, journeys, customers and pulses over a stream of events."""
 
@@ -175,6 +179,12 @@ class Engine:
         self.pulses: dict[str, PulseStudy] = {}
         self._people_watermark: int | None = None
         self._changed: dict[str, set[int]] = {name: set() for name in self.granularities}
+        self.version = 0
+        """Bumped by every change that can move a score (``ingest``; the merged view
+        when it applies partials): ``scores`` answers repeated questions from a memo
+        while it stays the same."""
+        self._memo: dict[tuple[Any, ...], list[ScopeScore]] = {}
+        self._memo_version = -1
 
     def _check_packing(self) -> None:
         for scope in self.config.scopes:
@@ -195,6 +205,7 @@ class Engine:
         """
         batch = events if isinstance(events, list) else list(events)
         result = IngestResult()
+        self.version += 1
         if stamps is None:
             stamps = np.array([e.occurred_at.timestamp() for e in batch], dtype=np.float64)
         times = np.floor(stamps).astype(np.int64)  # event_seconds of each
@@ -551,7 +562,25 @@ class Engine:
         ``where`` picks exact scope values (``{"channel": "chat"}``); ``scope`` lists
         every value of a scope (``("channel",)``); neither means the overall scope.
         Periodic scores carry the previous period for period-over-period change.
+        Until ``version`` changes, the same question is answered from a memo (dashboards
+        poll the same windows far more often than the state changes).
         """
+        if self._memo_version != self.version:
+            self._memo.clear()
+            self._memo_version = self.version
+        key = (family, window, None if where is None else tuple(sorted(where.items())),
+               scope, metric, at)
+        found = self._memo.get(key)
+        if found is None:
+            found = self._scores(family, window, where, scope, metric, at)
+            if len(self._memo) >= _MEMO_SIZE:
+                del self._memo[next(iter(self._memo))]  # the oldest question
+            self._memo[key] = found
+        return list(found)
+
+    def _scores(self, family: Family, window: str, where: dict[str, str] | None,
+                scope: tuple[str, ...] | None, metric: str | None,
+                at: int | None) -> list[ScopeScore]:
         dims, wanted = self._selection(where, scope)
         found = self._window(family, window, at)
         if found is None:

@@ -139,13 +139,16 @@ class MergedView:
             for cell_key in dirty:
                 self._resum(engine, cell_key)
         meta_changed = self._meta_dirty
+        latest_grown = len(engine.latest) < len(self._registry)
         if meta_changed:
             self._meta_dirty = False
             self._merge_meta(engine)
-        elif len(engine.latest) < len(self._registry):
+        elif latest_grown:
             self._merge_latest(engine)
         if (resummed or meta_changed) and engine.watermark is not None:
             self._expire(engine, engine.watermark)
+        if resummed or meta_changed or latest_grown:
+            engine.version += 1  # scores asked before are asked again
         return engine
 
     def _resum(self, engine: Engine, cell_key: tuple[str, int]) -> None:

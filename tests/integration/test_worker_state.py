@@ -363,4 +363,9 @@ def test_the_merged_view_updated_in_place_equals_one_built_from_scratch() -> Non
             latest = {k: int(got.latest[s]) for s, k in enumerate(got.series.keys)}
             assert latest == {k: int(want.latest[s]) for s, k in enumerate(want.series.keys)}
             assert (got.counters, got.folded()) == (want.counters, want.folded())
+            for family, window, scope in (("continuous", "1h", ("channel",)),
+                                          ("periodic", "day", None)):
+                # the same questions at every read: never a memo of an earlier view
+                assert (got.scores(family, window, scope=scope)
+                        == want.scores(family, window, scope=scope)), (i, window)
     assert view.rebuilds < len(published)  # reads re-summed only what changed

@@ -121,3 +121,31 @@ def test_periodic_scores_carry_the_previous_period() -> None:
     assert today.score.value == 0.25
     assert today.previous is not None and today.previous.value == 1.0
     assert today.change == pytest.approx(-0.75)
+
+
+def test_repeated_questions_are_answered_from_a_memo_until_the_state_changes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = Engine(EngineConfig())
+    engine.ingest([make_event(event_id=f"a-{i}", channel="chat", value=5 - i % 2)
+                   for i in range(10)])
+    computed = []
+    original = engine._scores
+
+    def counting(*args: Any) -> Any:
+        computed.append(args)
+        return original(*args)
+
+    monkeypatch.setattr(engine, "_scores", counting)
+    first = engine.scores("continuous", "1h", scope=("channel",))
+    again = engine.scores("continuous", "1h", scope=("channel",))
+    assert again == first and len(computed) == 1
+    again.clear()  # a caller's list is its own
+    assert engine.scores("continuous", "1h", scope=("channel",)) == first
+    assert engine.scores("continuous", "1h", where={"channel": "chat"}) != []
+    assert len(computed) == 2  # another question
+    engine.ingest([make_event(event_id=f"b-{i}", channel="chat", value=1,
+                              occurred_at=BASE + timedelta(seconds=i)) for i in range(10)])
+    after = engine.scores("continuous", "1h", scope=("channel",))
+    assert len(computed) == 3
+    assert after[0].score.n == first[0].score.n + 10
+    assert after[0].score.value < first[0].score.value
