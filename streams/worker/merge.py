@@ -17,6 +17,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import cast
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 
@@ -38,6 +39,10 @@ class _Cell:
     """The rows' series ids in the merged registry (set on first use)."""
 
 
+_BROKEN = (ValueError, KeyError, TypeError, msgspec.DecodeError)
+"""What decoding a partials record raises when it is not one this version can read."""
+
+
 class MergedView:
     """Latest partials per source partition, and their sum as an ``Engine``.
 
@@ -56,6 +61,7 @@ class MergedView:
         self._registry = SeriesRegistry()
         self._dirty: set[tuple[str, int]] = set()
         self._meta_dirty = False
+        self._buckets = rec.BucketDecoder()
         self.records_applied = 0
         self.records_ignored = 0
         self.rebuilds = 0
@@ -73,7 +79,11 @@ class MergedView:
             if value is None:
                 self._meta.pop(pk.partition, None)
             else:
-                meta = rec.decode_meta(value)
+                try:
+                    meta = rec.decode_meta(value)
+                except _BROKEN as exc:
+                    self._ignore(key, exc)
+                    return
                 old = self._meta.get(pk.partition)
                 if old is not None and old.offset > meta.offset:
                     self.records_ignored += 1
@@ -96,7 +106,11 @@ class MergedView:
                     del self._cells[cell_key]
             self._changed(cell_key)
             return
-        rows = rec.decode_bucket(value)
+        try:
+            rows = self._buckets.decode(value)
+        except _BROKEN as exc:
+            self._ignore(key, exc)
+            return
         parts = self._cells.setdefault(cell_key, {})
         old_cell = parts.get(pk.partition)
         if old_cell is not None and old_cell.offset > rows.offset:
@@ -104,6 +118,12 @@ class MergedView:
             return
         parts[pk.partition] = _Cell(rows.offset, rows)
         self._changed(cell_key)
+
+    def _ignore(self, key: bytes, exc: Exception) -> None:
+        """A record that cannot be read (another format version, or broken) is counted
+        and logged; the view goes on without it."""
+        log.warning("ignoring partials record %r: %s", key[:80], exc)
+        self.records_ignored += 1
 
     def _changed(self, cell_key: tuple[str, int]) -> None:
         self.records_applied += 1

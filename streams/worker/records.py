@@ -123,15 +123,57 @@ class BucketRows:
     data: FloatArray
 
 
+class _Version(msgspec.Struct):
+    v: int | None = None
+
+
+class _Bucket(msgspec.Struct):
+    offset: int
+    keys: list[msgspec.Raw]
+    data: bytes
+
+
+_version_of = msgspec.msgpack.Decoder(_Version)
+_bucket_of = msgspec.msgpack.Decoder(_Bucket)
+
+
+class BucketDecoder:
+    """Decodes bucket records, each series key once: a partition re-publishes the same
+    keys in every flush, so a key's bytes map to the key decoded the first time (the
+    keys a reader meets are the series of the engine configuration, a bounded set)."""
+
+    def __init__(self) -> None:
+        self._keys: dict[bytes, SeriesKey] = {}
+
+    def decode(self, value: bytes) -> BucketRows:
+        """Decode a bucket record; raises ``ValueError`` on a foreign or broken one."""
+        try:
+            version = _version_of.decode(value).v
+        except msgspec.DecodeError as exc:
+            raise ValueError(f"unsupported partials record ({exc})") from None
+        if version != FORMAT_VERSION:
+            raise ValueError(f"unsupported partials record (v={version})")
+        try:
+            raw = _bucket_of.decode(value)
+        except msgspec.DecodeError as exc:
+            raise ValueError(f"bucket record: {exc}") from None
+        data = np.frombuffer(raw.data, dtype=np.float64).reshape(-1, NCOLS).copy()
+        known = self._keys
+        keys: list[SeriesKey] = []
+        for item in raw.keys:
+            blob = bytes(item)
+            key = known.get(blob)
+            if key is None:
+                key = known[blob] = _keys_in([msgspec.msgpack.decode(blob)])[0]
+            keys.append(key)
+        if len(keys) != len(data):
+            raise ValueError("bucket record: keys and rows differ in length")
+        return BucketRows(raw.offset, keys, data)
+
+
 def decode_bucket(value: bytes) -> BucketRows:
-    """Decode a bucket record."""
-    raw = msgspec.msgpack.decode(value)
-    _check_version(raw)
-    data = np.frombuffer(raw["data"], dtype=np.float64).reshape(-1, NCOLS).copy()
-    keys = _keys_in(raw["keys"])
-    if len(keys) != len(data):
-        raise ValueError("bucket record: keys and rows differ in length")
-    return BucketRows(int(raw["offset"]), keys, data)
+    """Decode a bucket record (``BucketDecoder`` remembers keys across records)."""
+    return BucketDecoder().decode(value)
 
 
 @dataclass(frozen=True, slots=True)
