@@ -148,6 +148,8 @@ def _matches(values: list[Any], allowed: tuple[str, ...]) -> BoolArray:
 
 _MEMO_SIZE: Final = 256
 """Distinct ``scores`` questions remembered per engine version."""
+_DENSE_MEMO_SIZE: Final = 4
+"""Window sums remembered per engine version (a window's and its previous period's)."""
 
 
 class Engine:
@@ -184,6 +186,7 @@ class Engine:
         when it applies partials): ``scores`` answers repeated questions from a memo
         while it stays the same."""
         self._memo: dict[tuple[Any, ...], list[ScopeScore]] = {}
+        self._dense_memo: dict[tuple[int, int, int, int], FloatArray] = {}
         self._memo_version = -1
 
     def _check_packing(self) -> None:
@@ -567,6 +570,7 @@ class Engine:
         """
         if self._memo_version != self.version:
             self._memo.clear()
+            self._dense_memo.clear()
             self._memo_version = self.version
         key = (family, window, None if where is None else tuple(sorted(where.items())),
                scope, metric, at)
@@ -586,11 +590,11 @@ class Engine:
         if found is None:
             return []
         gran, first, last, ref = found
-        dense = gran.dense(first, last, len(self.series))
+        dense = self._dense(gran, first, last)
         previous: FloatArray | None = None
         prev = self._window(family, window, at, offset=1) if family == "periodic" else None
         if prev is not None:
-            previous = prev[0].dense(prev[1], prev[2], len(self.series))
+            previous = self._dense(prev[0], prev[1], prev[2])
         out: list[ScopeScore] = []
         for sid, (sdims, values, m) in enumerate(self.series.keys):
             if sdims != dims or (metric is not None and m != metric):
@@ -604,6 +608,18 @@ class Engine:
                                          None if previous is None else previous[sid]))
         out.sort(key=lambda s: (tuple(s.scope.values()), s.metric))
         return out
+
+    def _dense(self, gran: Granularity, first: int, last: int) -> FloatArray:
+        """``gran.dense`` of buckets ``first..last``, remembered for the scopes asked
+        next at the same version (each scope of a window sums the same buckets)."""
+        key = (id(gran), first, last, len(self.series))
+        found = self._dense_memo.get(key)
+        if found is None:
+            found = gran.dense(first, last, len(self.series))
+            if len(self._dense_memo) >= _DENSE_MEMO_SIZE:
+                del self._dense_memo[next(iter(self._dense_memo))]
+            self._dense_memo[key] = found
+        return found
 
     def _selection(self, where: dict[str, str] | None,
                    scope: tuple[str, ...] | None) -> tuple[tuple[str, ...], tuple[str, ...] | None]:

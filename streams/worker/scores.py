@@ -75,15 +75,23 @@ def windows(engine: Engine) -> list[tuple[str, str]]:
     return [(family, window) for family in FAMILIES for window in engine.window_names(family)]
 
 
+def scope_records(engine: Engine, family: str, window: str,
+                  scope: tuple[str, ...]) -> dict[bytes, bytes]:
+    """Every score of one window in one scope, as (key, value) bytes."""
+    out: dict[bytes, bytes] = {}
+    for s in engine.scores(family, window, scope=scope):  # type: ignore[arg-type]
+        assert s.vector is not None  # noqa: S101 - scores() sets it
+        out[score_key(family, window, s.scope, s.metric)] = orjson.dumps(
+            score_value(s, s.vector.tolist()))
+    return out
+
+
 def window_records(engine: Engine, config: EngineConfig, family: str,
                    window: str) -> dict[bytes, bytes]:
     """Every score of one window, in every configured scope, as (key, value) bytes."""
     out: dict[bytes, bytes] = {}
     for scope in config.scopes:
-        for s in engine.scores(family, window, scope=scope):  # type: ignore[arg-type]
-            assert s.vector is not None  # noqa: S101 - scores() sets it
-            out[score_key(family, window, s.scope, s.metric)] = orjson.dumps(
-                score_value(s, s.vector.tolist()))
+        out.update(scope_records(engine, family, window, scope))
     return out
 
 
