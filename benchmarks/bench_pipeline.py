@@ -33,7 +33,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,6 +46,8 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+
+from deploy.kafka.broker import free_port  # noqa: E402
 
 SCOPES: tuple[tuple[str, ...], ...] = (
     (), ("channel",), ("touchpoint",), ("segment",), ("journey_type",), ("stage",),
@@ -66,12 +67,6 @@ def vm_hwm_mb(pid: int) -> float:
     except OSError:
         pass
     return float("nan")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # -- subprocess modes --------------------------------------------------------------------

@@ -35,9 +35,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 
-from bench_pipeline import free_port, stop  # noqa: E402
+from bench_pipeline import stop  # noqa: E402
 from bench_worker import cpu_seconds  # noqa: E402
 
+from deploy.kafka.broker import free_port  # noqa: E402
 from streams.worker.settings import WorkerSettings  # noqa: E402
 from streams.worker.topics import ensure_topics  # noqa: E402
 

@@ -134,7 +134,12 @@ def ensure_jars(cache_dir: Path = DEFAULT_JARS_DIR) -> Path:
     return cache_dir
 
 
-def _free_ports(count: int) -> list[int]:
+def free_port() -> int:
+    """A free TCP port on loopback (for tests, benchmarks and the broker itself)."""
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
     """Distinct free TCP ports on loopback (all held open at once so they differ)."""
     sockets: list[socket.socket] = []
     try:
@@ -244,7 +249,7 @@ class KafkaBroker:
         it a fresh temporary directory is made and removed by `close()`. `properties`
         add to or override the generated server.properties.
         """
-        free = iter(_free_ports(2))
+        free = iter(free_ports(2))
         self.port: Final = port if port is not None else next(free)
         self.controller_port: Final = controller_port if controller_port is not None else next(free)
         if self.port == self.controller_port:

@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ if str(REPO) not in sys.path:  # deploy/ is no installed package: import it from
     sys.path.insert(0, str(REPO))
 
 from deploy.alertmanager.webhook_echo import Notification, WebhookEcho  # noqa: E402
+from deploy.kafka.broker import free_port  # noqa: E402
 
 PROMETHEUS_DIR = REPO / "deploy" / "prometheus"
 ALERTMANAGER_DIR = REPO / "deploy" / "alertmanager"
@@ -53,12 +53,6 @@ def require(binary: str, package: str) -> str:
             pytest.fail(reason, pytrace=False)
         pytest.skip(reason)
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def run(argv: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -19,8 +19,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
-from worker_support import TEST_CONFIG, Workers, free_port, worker_settings, write_config
+from worker_support import TEST_CONFIG, Workers, worker_settings, write_config
 
+from deploy.kafka.broker import free_port
 from schemas import EventDecoder
 from service.app import create_app
 from service.settings import Settings

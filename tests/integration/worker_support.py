@@ -8,7 +8,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -299,13 +298,6 @@ def settings_env(settings: WorkerSettings, config_path: Path | None) -> dict[str
         env["TOUCHSTREAM_ENGINE_CONFIG"] = str(config_path)
     env["PYTHONUNBUFFERED"] = "1"
     return env
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on (for a worker's metrics server)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def write_config(path: Path, config: EngineConfig) -> Path:

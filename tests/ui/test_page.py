@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
+from deploy.kafka.broker import free_port
 from service.app import create_app
 from service.settings import Settings
 from streams.embedded import EmbeddedRunner
@@ -160,12 +160,6 @@ def test_the_page_files_are_package_data() -> None:
 
 
 # ---------------------------------------------------------------------- the real browser
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 NOW = datetime.now(UTC).replace(microsecond=0, second=0, minute=0) - timedelta(hours=1)
