@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Literal, Protocol
 
 from schemas.decode import EventDecoder
@@ -141,8 +142,15 @@ class PartitionState:
         before and after them, exactly where they sit in the partition.
         """
         report = BatchReport(records=len(records))
-        run: list[InputRecord] = []  # the records since the last control record
         next_offset = self.next_offset
+        if (records and records[0].offset >= next_offset
+                and not any(map(_headers_of, records))):
+            # The usual batch: nothing redelivered (offsets only grow within a
+            # partition), no control record: one run of events.
+            self._ingest(list(records), report)
+            self._finish(report, records[-1].offset + 1)
+            return report
+        run: list[InputRecord] = []  # the records since the last control record
         for record in records:
             offset = record.offset
             if offset < next_offset:
@@ -158,12 +166,15 @@ class PartitionState:
                 continue
             run.append(record)
         self._ingest(run, report)
+        self._finish(report, next_offset)
+        return report
+
+    def _finish(self, report: BatchReport, next_offset: int) -> None:
         self.rejected += report.rejected
         self.engine.counters["rejected"] = self.rejected
         if next_offset != self.next_offset:
             self._meta_dirty = True
         self.next_offset = next_offset
-        return report
 
     def _command(self, record: InputRecord, command: str, report: BatchReport) -> None:
         """Apply a control record; one that cannot apply becomes a dead letter."""
@@ -277,6 +288,9 @@ class PartitionState:
         """Record that the checkpoint taken at ``offset`` is durable."""
         self.checkpointed_offset = offset
         self.checkpointed_at = time.monotonic()
+
+
+_headers_of = attrgetter("headers")
 
 
 def _dead(record: InputRecord, status: Literal["rejected", "late"], field: str,
