@@ -128,6 +128,7 @@ class _Version(msgspec.Struct):
 
 
 class _Bucket(msgspec.Struct):
+    v: int | None
     offset: int
     keys: list[msgspec.Raw]
     data: bytes
@@ -148,15 +149,17 @@ class BucketDecoder:
     def decode(self, value: bytes) -> BucketRows:
         """Decode a bucket record; raises ``ValueError`` on a foreign or broken one."""
         try:
-            version = _version_of.decode(value).v
+            raw = _bucket_of.decode(value)  # one parse on the usual path
         except msgspec.DecodeError as exc:
-            raise ValueError(f"unsupported partials record ({exc})") from None
-        if version != FORMAT_VERSION:
-            raise ValueError(f"unsupported partials record (v={version})")
-        try:
-            raw = _bucket_of.decode(value)
-        except msgspec.DecodeError as exc:
+            try:  # another version's layout, or broken: say which
+                version = _version_of.decode(value).v
+            except msgspec.DecodeError:
+                raise ValueError(f"unsupported partials record ({exc})") from None
+            if version != FORMAT_VERSION:
+                raise ValueError(f"unsupported partials record (v={version})") from None
             raise ValueError(f"bucket record: {exc}") from None
+        if raw.v != FORMAT_VERSION:
+            raise ValueError(f"unsupported partials record (v={raw.v})")
         data = np.frombuffer(raw.data, dtype=np.float64).reshape(-1, NCOLS).copy()
         known = self._keys
         keys: list[SeriesKey] = []
