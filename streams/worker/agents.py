@@ -46,7 +46,7 @@ from streams.engine.config import EngineConfig
 from streams.engine.detect import Detector
 from streams.engine.engine import Engine
 from streams.worker import scores as sc
-from streams.worker.metrics import WorkerMetrics
+from streams.worker.metrics import WorkerMetrics, gc_clock
 from streams.worker.partition import BatchReport, PartitionState
 from streams.worker.reader import ScoresReader, read_compacted
 from streams.worker.settings import WorkerSettings
@@ -108,6 +108,7 @@ class TouchpointProcessor:
         self._commit_wanted: dict[Any, int] = {}
         self._commit_task: asyncio.Task[None] | None = None
         self._started = time.monotonic()
+        gc_clock()  # time collections from the start
         self.exactly_once = settings.processing_guarantee == "exactly_once"
         self._txn: dict[int, AIOKafkaProducer] = {}
 
@@ -440,6 +441,7 @@ class TouchpointProcessor:
                 f" flush_s={self.seconds['flush']:.1f}"
                 f" fetch_s={getattr(self.app.consumer, 'fetch_seconds', 0.0):.1f}"
                 f" idle_s={getattr(self.app.consumer, 'idle_seconds', 0.0):.1f}"
+                f" gc_s={gc_clock().summary()}"
                 f" partitions={sorted(self.states)}"
                 f" uptime={elapsed:.0f}s")
 

@@ -8,9 +8,10 @@ bounded: an outcome from a fixed set, or an input partition number.
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Iterator
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -23,6 +24,45 @@ OUTCOMES = ("accepted", "duplicates", "late", "rejected", "skipped", "commands")
 """Keys of the processor's totals exported as ``touchstream_worker_records_total``."""
 _LABEL = {"duplicates": "duplicate", "commands": "command"}
 _SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class GcClock:
+    """Seconds the interpreter spent in cyclic garbage collection, by generation.
+
+    A callback on ``gc.callbacks`` times each collection; collections run on the thread
+    that allocated, so in a worker this is time the event loop did not process events.
+    """
+
+    def __init__(self) -> None:
+        self.seconds = [0.0, 0.0, 0.0]
+        self.collections = [0, 0, 0]
+        self._started = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        generation = info["generation"]
+        self.seconds[generation] += time.perf_counter() - self._started
+        self.collections[generation] += 1
+
+    def summary(self) -> str:
+        """``total (young/middle/old)`` seconds, for the log."""
+        young, middle, old = self.seconds
+        counts = "/".join(map(str, self.collections))
+        return f"{young + middle + old:.1f} ({young:.1f}/{middle:.1f}/{old:.1f} in {counts})"
+
+
+_GC_CLOCK: GcClock | None = None
+
+
+def gc_clock() -> GcClock:
+    """The process's one ``GcClock``, started on first use."""
+    global _GC_CLOCK  # noqa: PLW0603 - one per process, like gc.callbacks itself
+    if _GC_CLOCK is None:
+        _GC_CLOCK = GcClock()
+    return _GC_CLOCK
 
 
 class Processor(Protocol):
@@ -75,6 +115,14 @@ class _ProcessorCollector(Collector):
         yield CounterMetricFamily("touchstream_worker_stale_batches", "Batches fetched "
                                   "before a rebalance and dropped (read again by the new "
                                   "owner)", value=float(totals.get("stale_batches", 0)))
+        clock = gc_clock()
+        gc_seconds = CounterMetricFamily(
+            "touchstream_worker_gc_seconds", "Seconds spent in cyclic garbage collection, "
+            "by generation (0 young, 2 whole heap): time not spent on events",
+            labels=["generation"])
+        for generation, seconds in enumerate(clock.seconds):
+            gc_seconds.add_metric([str(generation)], seconds)
+        yield gc_seconds
         states = dict(self.processor.states)
         yield GaugeMetricFamily("touchstream_worker_partitions",
                                 "Input partitions this worker owns", value=len(states))
