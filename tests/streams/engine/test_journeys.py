@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from datetime import timedelta
 from typing import Any
 
@@ -312,3 +313,16 @@ def test_engine_snapshot_keeps_journeys() -> None:
     resumed.ingest(events[2:])
     assert resumed.journeys.state() == straight.journeys.state()
     assert resumed.journeys.get("j-1").view()["score"] == 75.0  # type: ignore[union-attr]
+
+
+def test_journeys_are_invisible_to_the_cycle_collector() -> None:
+    """Hundreds of thousands of open journeys must not be walked by every collection:
+    a journey and its fields are untracked (strings, numbers, tuples of strings)."""
+    engine = Engine(CONFIG)
+    engine.ingest(three_channel_journey()[:3])
+    journey = engine.journeys.get("j-1")
+    assert journey is not None and journey.channels == ("web", "chat")
+    gc.collect()  # tuples of strings are untracked by the first collection that sees them
+    assert not gc.is_tracked(journey)
+    assert not any(gc.is_tracked(f) for f in (journey.channels, journey.touchpoints,
+                                                 journey.stages))
