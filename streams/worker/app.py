@@ -180,11 +180,14 @@ def run_worker(settings: WorkerSettings) -> None:
                           registry=worker.metrics.registry)
         log.info("metrics on http://%s:%d/metrics", settings.metrics_host,
                  settings.metrics_port)
-    # Start-up objects never die: keep them out of collections; engine state is long-
-    # lived too, so collect the young generation less often (~8% per event measured).
+    # Start-up objects never die: keep them out of collections. Engine state is long-
+    # lived too and its hot objects are untracked, so what the young generation holds at
+    # a collection is mostly the batch in hand: collect it rarely. Measured on 600k
+    # events (gc_s in the shutdown line): 50,000 -> 200,000 objects took the time in
+    # collections from 0.7-0.9 s to 0.3-0.4 s; one young collection takes ~60 ms.
     gc.collect()
     gc.freeze()
-    gc.set_threshold(50_000, 20, 20)
+    gc.set_threshold(200_000, 10, 10)
     runner = faust.Worker(worker.app, loglevel=settings.log_level, quiet=True,
                           redirect_stdouts=False)
     # At log levels of warn and above, Faust's terminal spinner sets the root logger to
