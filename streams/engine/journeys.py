@@ -142,7 +142,9 @@ class JourneyTracker:
         self.kept = kept
         self.open: dict[str, Journey] = {}
         self.closed: OrderedDict[str, Journey] = OrderedDict()
-        self.bands: dict[tuple[str, str], BandStats] = {}
+        self._bands: dict[str, list[BandStats]] = {}
+        """Journey type ("all" for every type) -> statistics by band, in ``CHANNEL_BANDS``
+        order; a type is entered with its first ended, scored journey."""
         # (earliest possible timeout, journey id) of open journeys: a lower bound, since
         # a journey's last event only moves later; sweep re-queues the ones that moved.
         self._due: list[tuple[int, str]] = []
@@ -169,22 +171,53 @@ class JourneyTracker:
         """``add`` each event in order, timing journeys out as the watermark passes them.
 
         Each row leads with the watermark once its event arrived. Before an event that
-        finds the watermark moved on since ``swept`` (the last watermark swept at), the
-        journeys silent past the timeout close, as ``sweep`` at every step would.
+        finds the watermark moved on since ``swept`` (the last watermark swept at), or
+        follows the start of a journey silent past the timeout already, the journeys
+        silent past the timeout close, as ``sweep`` before every event would. Callers
+        ``sweep`` at the last watermark after the batch.
+
+        The hot path of every batch: ``add`` and ``Journey.add`` written out inline
+        (one call per event fewer; held to them by a property test).
         """
-        due, open_ = self._due, self.open
+        due, open_, closed, timeout = self._due, self.open, self.closed, self.timeout
+        get, heappush = open_.get, heapq.heappush
         for (watermark, journey_id, customer_id, journey_type, at, channel, touchpoint, stage,
              satisfaction, end) in rows:
             if swept is None or watermark > swept:
                 swept = watermark
                 if due and due[0][0] < watermark:
                     self.sweep(watermark)
-            journey = open_.get(journey_id)
-            if journey is None:  # new, or a straggler: as ``add`` does it
-                self.add(journey_id, customer_id, journey_type, at, channel, touchpoint,
-                         stage, satisfaction, end)
-                continue
-            journey.add(at, channel, touchpoint, stage, satisfaction)
+            journey = get(journey_id)
+            if journey is None:
+                if journey_id in closed:  # a straggler after the end: as ``add`` does it
+                    closed[journey_id].add(at, channel, touchpoint, stage, satisfaction)
+                    continue
+                scored = satisfaction == satisfaction  # not NaN
+                journey = open_[journey_id] = Journey(
+                    journey_id, customer_id, journey_type, at, at, (channel,), (touchpoint,),
+                    () if stage is None else (stage,), 1, 1 if scored else 0,
+                    satisfaction if scored else 0.0,
+                    satisfaction * satisfaction if scored else 0.0)
+                heappush(due, (at + timeout, journey_id))
+                if at + timeout < watermark:  # silent too long already: the next event
+                    swept = None              # must find it closed, as ``sweep`` would
+            else:
+                if at < journey.started:
+                    journey.started = at
+                if at > journey.last:
+                    journey.last = at
+                journey.events += 1
+                if channel not in journey.channels:
+                    journey.channels += (channel,)
+                touchpoints = journey.touchpoints
+                if touchpoint not in touchpoints and len(touchpoints) < MAX_TOUCHPOINTS:
+                    journey.touchpoints = (*touchpoints, touchpoint)
+                if stage is not None and stage not in journey.stages:
+                    journey.stages += (stage,)
+                if satisfaction == satisfaction:  # not NaN
+                    journey.n += 1
+                    journey.total += satisfaction
+                    journey.total_sq += satisfaction * satisfaction
             if end:
                 self._close(journey, journey.last, "end_marker")
 
@@ -212,20 +245,21 @@ class JourneyTracker:
     def _close(self, journey: Journey, at: int, reason: str) -> None:
         del self.open[journey.journey_id]
         journey.ended, journey.end_reason = at, reason
-        if journey.n:
-            score = 100.0 * journey.total / journey.n
-            band = channel_band(len(journey.channels))
+        n = journey.n
+        if n:
+            score = 100.0 * journey.total / n
             duration = journey.last - journey.started
-            bands = self.bands
-            for key in (("all", band), (journey.journey_type, band)):
-                stats_ = bands.get(key)
-                if stats_ is None:
-                    stats_ = bands[key] = BandStats()
-                stats_.add(score, duration)
+            band = min(len(journey.channels), 4) - 1  # a journey has at least one channel
+            for journey_type in ("all", journey.journey_type):
+                of_type = self._bands.get(journey_type)
+                if of_type is None:
+                    of_type = self._bands[journey_type] = [BandStats() for _ in CHANNEL_BANDS]
+                of_type[band].add(score, duration)
         closed = self.closed
         closed[journey.journey_id] = journey
-        while len(closed) > self.kept:
-            closed.popitem(last=False)
+        if len(closed) > self.kept:
+            while len(closed) > self.kept:
+                closed.popitem(last=False)
 
     def get(self, journey_id: str) -> Journey | None:
         """An open or recently ended journey."""
@@ -233,14 +267,12 @@ class JourneyTracker:
 
     def by_channel_count(self, journey_type: str = "all") -> dict[str, dict[str, Any]]:
         """Ended journeys' scores by number of channels used, for one journey type."""
-        return {
-            band: self.bands.get((journey_type, band), BandStats()).view()
-            for band in CHANNEL_BANDS
-        }
+        of_type = self._bands.get(journey_type) or [BandStats() for _ in CHANNEL_BANDS]
+        return {band: stats_.view() for band, stats_ in zip(CHANNEL_BANDS, of_type, strict=True)}
 
     def journey_types(self) -> list[str]:
         """Journey types with at least one ended, scored journey."""
-        return sorted({t for t, _ in self.bands if t != "all"})
+        return sorted(t for t in self._bands if t != "all")
 
     def state(self) -> dict[str, Any]:
         """Snapshot."""
@@ -253,7 +285,8 @@ class JourneyTracker:
             "open": [dump(j) for j in self.open.values()],
             "closed": [dump(j) for j in self.closed.values()],
             "bands": [[t, b, s.n, s.total, s.total_sq, s.duration_total]
-                      for (t, b), s in self.bands.items()],
+                      for t, of_type in self._bands.items()
+                      for b, s in zip(CHANNEL_BANDS, of_type, strict=True) if s.n],
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -265,6 +298,9 @@ class JourneyTracker:
 
         self.open = {row[0]: load(row) for row in state["open"]}
         self.closed = OrderedDict((row[0], load(row)) for row in state["closed"])
-        self.bands = {(t, b): BandStats(n, s, ss, d) for t, b, n, s, ss, d in state["bands"]}
+        self._bands = {}
+        for t, b, n, s, ss, d in state["bands"]:
+            of_type = self._bands.setdefault(t, [BandStats() for _ in CHANNEL_BANDS])
+            of_type[CHANNEL_BANDS.index(b)] = BandStats(n, s, ss, d)
         self._due = [(j.last + self.timeout, jid) for jid, j in self.open.items()]
         heapq.heapify(self._due)

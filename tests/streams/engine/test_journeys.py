@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import gc
+import itertools
+import math
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from engine_reference import BASE, make_event
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from scipy import stats as scipy_stats
 
 from schemas import TouchpointEvent
 from streams.engine.config import EngineConfig
 from streams.engine.engine import Engine
-from streams.engine.journeys import JourneyTracker, channel_band
+from streams.engine.journeys import JourneyRow, JourneyTracker, channel_band
 
 T0 = 1_774_648_800  # BASE as epoch seconds
 CONFIG = EngineConfig(scopes=((), ("channel",)))
@@ -326,3 +330,53 @@ def test_journeys_are_invisible_to_the_cycle_collector() -> None:
     assert not gc.is_tracked(journey)
     assert not any(gc.is_tracked(f) for f in (journey.channels, journey.touchpoints,
                                                  journey.stages))
+
+
+_ROWS = st.lists(st.tuples(
+    st.sampled_from(["j1", "j2", "j3"]),
+    # seconds after the previous event: mostly forward, sometimes back, now and then
+    # past the 3600 s timeout
+    st.one_of(st.integers(-600, 700), st.just(4000)),
+    st.sampled_from(["web", "chat", "phone", "email", "store"]),
+    st.integers(0, 39),  # touchpoint: enough to reach MAX_TOUCHPOINTS in a journey
+    st.sampled_from([None, "recognize", "request", "respond"]),
+    st.sampled_from([math.nan, 0.0, 0.25, 0.5, 1.0]),
+    st.integers(0, 120).map(lambda i: i == 0),  # an end marker, now and then
+), max_size=200)
+
+
+@settings(max_examples=150, deadline=None)
+@given(rows=_ROWS, cuts=st.lists(st.integers(0, 200), max_size=6))
+@example(rows=[("j1", 10, "web", i, None, 0.5, False) for i in range(40)], cuts=[20])
+@example(rows=[("j1", 0, "web", 0, None, 0.5, False), ("j1", 3601, "web", 1, None, 1.0, False),
+               ("j2", -3601, "web", 2, None, 0.0, False), ("j2", 0, "chat", 3, None, 0.0, False)],
+         cuts=[])
+def test_add_many_is_add_one_by_one(rows: list[tuple[Any, ...]], cuts: list[int]) -> None:
+    """The inlined batch path equals ``sweep`` then ``add`` for every event, whatever
+    the batches: journeys, stragglers, timeouts, touchpoint cap and bands.
+
+    Found by it: a journey whose first event arrived more than the timeout behind the
+    watermark stayed open for the rest of its batch (later events joined it) but was
+    closed at the batch's end, so its story depended on the batching."""
+    one = JourneyTracker(3600, 3)  # few kept: closed journeys are evicted too
+    many = JourneyTracker(3600, 3)
+    full: list[JourneyRow] = []
+    watermark: int | None = None
+    at = T0
+    for jid, step, channel, number, stage, value, end in rows:
+        at, touchpoint = max(T0, at + step), f"tp{number}"
+        watermark = at if watermark is None else max(watermark, at)
+        one.sweep(watermark)
+        one.add(jid, "c", "type-" + jid, at, channel, touchpoint, stage, value, end)
+        full.append((watermark, jid, "c", "type-" + jid, at, channel, touchpoint, stage,
+                     value, end))
+    swept: int | None = None
+    for lo, hi in itertools.pairwise([0, *sorted(min(c, len(full)) for c in cuts), len(full)]):
+        many.add_many(full[lo:hi], swept)
+        if hi > lo:  # as the engine does after each batch
+            swept = full[hi - 1][0]
+            many.sweep(swept)
+    if watermark is not None:
+        one.sweep(watermark)
+    assert many.state() == one.state()
+    assert many.by_channel_count() == one.by_channel_count()
