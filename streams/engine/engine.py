@@ -39,7 +39,13 @@ from streams.engine.metrics import (
     score,
 )
 from streams.engine.pulses import PulseError, PulseStudy
-from streams.engine.store import Granularity, SeriesKey, SeriesRegistry, group_compact
+from streams.engine.store import (
+    Granularity,
+    SeriesKey,
+    SeriesRegistry,
+    group_compact,
+    regroup,
+)
 
 log = logging.getLogger(__name__)
 
@@ -348,15 +354,21 @@ class Engine:
             of_class.append(digit + low)
         of_class.reverse()
         k = len(distinct)
-        served = [g for g, buckets in enumerate(of_class)
-                  if k == 1 or len(np.unique(buckets)) == k]
-        if served:
-            keys, sums = group_compact(np.tile(inverse, n_scopes) * n_series + series, rows)
-            class_of, series_of = np.divmod(keys, n_series)
-            for g in served:
-                grans[g].add(of_class[g][class_of], series_of, sums)
-                grans[g].expire(int(bucket_ids[g][-1]))
-        return [g for g in range(len(grans)) if g not in served]
+        keys, sums = group_compact(np.tile(inverse, n_scopes) * n_series + series, rows)
+        class_of, series_of = np.divmod(keys, n_series)
+        n_events = len(classes)
+        ordered = np.flatnonzero(rows.ordered) if rows.ordered.any() else None
+        for g, buckets in enumerate(of_class):
+            if k == 1 or len(np.unique(buckets)) == k:  # one class per bucket
+                grans[g].add(buckets[class_of], series_of, sums)
+            else:  # classes share buckets (a coarser granularity): their groups add up
+                ids = bucket_ids[g][:-1]
+                grans[g].add(*regroup(
+                    buckets[class_of], series_of, sums, n_series,
+                    None if ordered is None else (ids[ordered % n_events], series[ordered],
+                                                  rows.sums[ordered])))
+            grans[g].expire(int(bucket_ids[g][-1]))
+        return []
 
     def _add_grouped(self, grans: list[Granularity], bucket_ids: list[IntArray],
                      series: IntArray, rows: CompactRows, n_scopes: int) -> None:

@@ -263,13 +263,49 @@ def group_compact(keys: IntArray, rows: CompactRows) -> tuple[IntArray, FloatArr
         # A group's rows are all ordered or all not: a group is one metric's series.
         picked = np.flatnonzero(rows.ordered)
         picked = picked[np.argsort(keys[picked], kind="stable")]
-        ordered = keys[picked]
-        first = np.empty(len(ordered), dtype=np.bool_)
-        first[0] = True
-        np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
-        starts = np.flatnonzero(first)
+        starts = _run_starts(keys[picked])
         out[group[picked[starts]], SUM : SUMSQ + 1] = np.add.reduceat(
             rows.sums[picked], starts, axis=0
         )
     return distinct, out
 
+
+
+def regroup(buckets: IntArray, series: IntArray, sums: FloatArray, n_series: int,
+            ordered: tuple[IntArray, IntArray, FloatArray] | None,
+            ) -> tuple[IntArray, IntArray, FloatArray]:
+    """Groups already summed (one per row of ``sums``) added up by (bucket, series).
+
+    Gives exactly what ``group_compact`` gives for the rows behind the groups, grouped
+    by (bucket, series): the counts and the sums of whole answers add up exactly in any
+    order; the ``SUM`` and ``SUMSQ`` of ``ordered`` metrics (``CompactRows.ordered``) do
+    not, so they are added again from those rows, in their order, as ``group_compact``
+    does. ``ordered`` holds the bucket, series and sums of each such row, in row order.
+    Returns the buckets, series and sums of the distinct (bucket, series) pairs, in key
+    order.
+    """
+    low = int(buckets.min())
+    keys = (buckets - low) * n_series + series
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    starts = _run_starts(sorted_keys)
+    distinct = sorted_keys[starts]
+    out: FloatArray = np.add.reduceat(sums[order], starts, axis=0)
+    if ordered is not None and len(ordered[0]):
+        row_buckets, row_series, row_sums = ordered
+        row_keys = (row_buckets - low) * n_series + row_series
+        order = np.argsort(row_keys, kind="stable")
+        sorted_keys = row_keys[order]
+        starts = _run_starts(sorted_keys)
+        at = np.searchsorted(distinct, sorted_keys[starts])
+        out[at, SUM : SUMSQ + 1] = np.add.reduceat(row_sums[order], starts, axis=0)
+    return distinct // n_series + low, distinct % n_series, out
+
+
+def _run_starts(sorted_keys: IntArray) -> IntArray:
+    """Where each run of equal keys starts in sorted keys (at least one key)."""
+    first = np.empty(len(sorted_keys), dtype=np.bool_)
+    first[0] = True
+    np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=first[1:])
+    starts: IntArray = np.flatnonzero(first)
+    return starts

@@ -8,13 +8,13 @@ from typing import Any
 
 import numpy as np
 from engine_reference import make_event
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from signal_strategies import SIGNALS
 
 from streams.engine.dimensions import NONE, DimensionCodes
 from streams.engine.metrics import observe, observe_many, rows
-from streams.engine.store import group_compact, group_sum
+from streams.engine.store import group_compact, group_sum, regroup
 
 _signals = st.one_of(
     SIGNALS,
@@ -55,6 +55,32 @@ def test_group_compact_is_group_sum_bit_for_bit(signals: list[dict[str, Any]],
     assert got.tobytes() == want.tobytes()
 
 
+@given(st.lists(_signals, min_size=1, max_size=150),
+       st.lists(st.integers(0, 7), min_size=1, max_size=150), st.integers(1, 3),
+       st.integers(1, 4))
+@example([{"kind": "sentiment", "value": v} for v in (0.1, 0.7, 0.2, 0.3)], [0, 1, 0, 1], 1, 2)
+def test_regroup_is_group_compact_bit_for_bit(signals: list[dict[str, Any]],
+                                              fine: list[int], copies: int, ratio: int) -> None:
+    """Groups by fine bucket added up into coarse buckets equal grouping the rows by coarse
+    bucket: whole answers in any order, the sums of ordered metrics (sentiment) in row
+    order."""
+    events = [make_event(event_id=f"e-{i}", **s) for i, s in enumerate(signals)]
+    batch = observe_many(events)
+    compact = batch.compact().tile(copies)
+    n_series = 64 * copies
+    series = np.tile(batch.metric, copies) + np.repeat(np.arange(copies) * 64, len(batch))
+    fine_of_row = np.resize(np.array(fine, dtype=np.int64), len(series))
+    coarse_of_row = fine_of_row // ratio
+    keys, sums = group_compact(fine_of_row * n_series + series, compact)
+    picked = np.flatnonzero(compact.ordered)
+    got = regroup((keys // n_series) // ratio, keys % n_series, sums, n_series,
+                  (coarse_of_row[picked], series[picked], compact.sums[picked]))
+    want_keys, want = group_compact(coarse_of_row * n_series + series, compact)
+    assert got[0].tolist() == (want_keys // n_series).tolist()
+    assert got[1].tolist() == (want_keys % n_series).tolist()
+    assert got[2].tobytes() == want.tobytes()
+
+
 @given(st.lists(st.sampled_from(["web", "chat", "none", None, "other", "Þjónusta", "app"]),
                 max_size=30), st.integers(1, 4))
 def test_encode_is_code_on_each_value(values: list[str | None], cap: int) -> None:
@@ -71,6 +97,8 @@ def test_encode_is_code_on_each_value(values: list[str | None], cap: int) -> Non
 @given(st.lists(st.tuples(_signals, st.integers(0, 7_200), st.sampled_from(["a", "b", "c"])),
                 min_size=1, max_size=60),
        st.integers(1, 25), st.sampled_from([0, 2_000_000, 40_000_000]))
+@example([({"kind": "sentiment", "value": v}, at, "a")  # sums that depend on the order
+          for v, at in ((0.1, 50), (0.7, 70), (0.2, 55), (0.3, 75))], 4, 0)
 def test_grouping_by_time_class_equals_grouping_each_granularity(
         items: list[tuple[dict[str, Any], int, str]], batch: int, spread: int,
 ) -> None:
