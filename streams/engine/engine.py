@@ -307,8 +307,9 @@ class Engine:
             picked = rest[i : i + step]
             self._add_grouped([grans[g] for g in picked], [bucket_ids[g] for g in picked],
                               series, all_rows, n_scopes)
-        for changed, ids in zip(self._changed.values(), bucket_ids, strict=True):
-            changed.update(np.unique(ids[:-1]).tolist())
+        changed = list(self._changed.values())
+        for g in rest:  # (those served by class noted their buckets already)
+            changed[g].update(np.unique(bucket_ids[g][:-1]).tolist())
         self._pulses(observations, compact, times, fields)
         self._people(observations, times, fields)
         self.journeys.sweep(watermark)
@@ -358,7 +359,9 @@ class Engine:
         class_of, series_of = np.divmod(keys, n_series)
         n_events = len(classes)
         ordered = np.flatnonzero(rows.ordered) if rows.ordered.any() else None
-        for g, buckets in enumerate(of_class):
+        for g, (buckets, changed) in enumerate(zip(of_class, self._changed.values(),
+                                                   strict=True)):
+            changed.update(np.unique(buckets).tolist())  # every event's bucket
             if k == 1 or len(np.unique(buckets)) == k:  # one class per bucket
                 grans[g].add(buckets[class_of], series_of, sums)
             else:  # classes share buckets (a coarser granularity): their groups add up

@@ -120,6 +120,7 @@ def test_grouping_by_time_class_equals_grouping_each_granularity(
     for i in range(0, len(events), batch):
         by_class.ingest(events[i : i + batch])
         each.ingest(events[i : i + batch])
+        assert by_class.take_changed() == each.take_changed()
     for name, gran in by_class.granularities.items():
         other = each.granularities[name].tables
         assert sorted(gran.tables) == sorted(other), name
