@@ -28,5 +28,6 @@ bench: install ## benchmark scripts (print figures and ratios measured in one ru
 	$(PY) benchmarks/bench_worker.py
 	$(PY) benchmarks/bench_pipeline.py
 	$(PY) benchmarks/bench_latency.py
+	$(PY) benchmarks/bench_instructions.py
 
 .PHONY: help install run test lint bench

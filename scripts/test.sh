@@ -17,6 +17,18 @@ if ! command -v promtool >/dev/null || ! command -v prometheus-alertmanager >/de
   fi
 fi
 
+# valgrind counts instructions for benchmarks/bench_instructions.py (its smoke test).
+if ! command -v valgrind >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "== installing valgrind (Debian package)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      valgrind >/dev/null
+  else
+    echo "!! valgrind missing and cannot apt-get install it (not root)" >&2
+  fi
+fi
+
 # Headless Chromium for the live page's browser test (tests/ui) comes from Debian too.
 if ! command -v chromium >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -8,7 +8,9 @@ tests/integration/test_bench_smoke.py against the session's broker.)
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -63,3 +65,11 @@ def test_bench_api() -> None:
         assert row, f"no line for {line!r} in:\n{out}"
         p50, p99 = float(row.group(1)), float(row.group(2))
         assert 0 < p50 <= p99 and row.group(3) == "0"
+
+
+def test_bench_instructions() -> None:
+    if shutil.which("valgrind") is None:
+        assert os.environ.get("CI") != "true", "valgrind missing (apt-get install valgrind)"
+        pytest.skip("valgrind not installed (apt-get install valgrind)")
+    out = run("bench_instructions.py", "--events", "300", "--warm", "300")
+    figure(out, r"^  working tree\s+" + NUMBER + " instructions/event")

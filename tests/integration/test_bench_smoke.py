@@ -7,6 +7,7 @@ finite, not what the figures are.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -36,6 +37,11 @@ def test_bench_pipeline_quick_run(kafka_bootstrap: str) -> None:
     for contender in CONTENDERS:
         found = [line for line in lines if line.strip().startswith(contender)]
         assert found, f"no line for {contender!r} in:\n{result.stdout}"
+    # Each contender is measured right after a ceiling run of its own.
+    rows = [line.strip() for line in lines if line.strip()[:2] in {"1 ", "2 ", "3 ", "4 "}]
+    for before, row in itertools.pairwise(rows):
+        if not row.startswith("1 ceiling"):
+            assert before.startswith("1 ceiling"), result.stdout
 
 
 @pytest.mark.integration
