@@ -323,14 +323,17 @@ class Engine:
 
     def _add_by_class(self, grans: list[Granularity], bucket_ids: list[IntArray],
                       series: IntArray, rows: CompactRows, n_scopes: int) -> list[int]:
-        """Add a batch to the granularities where its events' time classes fall in
-        distinct buckets; returns the indexes of the other granularities.
+        """Add a batch to every granularity from its rows grouped once by (time class,
+        series), and note the buckets it changed; returns the indexes of the
+        granularities left to the caller: all of them when the batch's times spread too
+        wide to pack into one key, else none.
 
         A time class is one combination of buckets over all granularities: a batch
-        mostly spans a few seconds, so its events fall in one or two classes, and
-        grouping rows by (class, series) once serves every granularity in which no two
-        classes share a bucket, with exactly the sums that grouping by (bucket, series)
-        gives there (the same rows, in the same order).
+        mostly spans seconds to minutes, so its events fall in a few classes. Where no
+        two classes share a bucket (the finest granularity), the groups are the
+        (bucket, series) groups themselves, with exactly the sums grouping by (bucket,
+        series) gives (the same rows, in the same order); where classes share buckets
+        (coarser ones), ``regroup`` adds the groups up, bit for bit the same too.
         """
         n_series = len(self.series)
         classes = np.zeros(len(bucket_ids[0]) - 1, dtype=np.int64)
@@ -361,8 +364,9 @@ class Engine:
         ordered = np.flatnonzero(rows.ordered) if rows.ordered.any() else None
         for g, (buckets, changed) in enumerate(zip(of_class, self._changed.values(),
                                                    strict=True)):
-            changed.update(np.unique(buckets).tolist())  # every event's bucket
-            if k == 1 or len(np.unique(buckets)) == k:  # one class per bucket
+            distinct_buckets = np.unique(buckets)
+            changed.update(distinct_buckets.tolist())  # every event's bucket
+            if len(distinct_buckets) == k:  # one class per bucket
                 grans[g].add(buckets[class_of], series_of, sums)
             else:  # classes share buckets (a coarser granularity): their groups add up
                 ids = bucket_ids[g][:-1]

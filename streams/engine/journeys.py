@@ -257,9 +257,8 @@ class JourneyTracker:
                 of_type[band].add(score, duration)
         closed = self.closed
         closed[journey.journey_id] = journey
-        if len(closed) > self.kept:
-            while len(closed) > self.kept:
-                closed.popitem(last=False)
+        while len(closed) > self.kept:
+            closed.popitem(last=False)
 
     def get(self, journey_id: str) -> Journey | None:
         """An open or recently ended journey."""

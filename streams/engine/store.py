@@ -270,7 +270,6 @@ def group_compact(keys: IntArray, rows: CompactRows) -> tuple[IntArray, FloatArr
     return distinct, out
 
 
-
 def regroup(buckets: IntArray, series: IntArray, sums: FloatArray, n_series: int,
             ordered: tuple[IntArray, IntArray, FloatArray] | None,
             ) -> tuple[IntArray, IntArray, FloatArray]:
