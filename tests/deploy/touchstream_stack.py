@@ -28,13 +28,10 @@ import httpx
 import pytest
 import yaml
 
+from deploy.alertmanager.webhook_echo import Notification, WebhookEcho
+from deploy.kafka.broker import free_port
+
 REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:  # deploy/ is no installed package: import it from the repo
-    sys.path.insert(0, str(REPO))
-
-from deploy.alertmanager.webhook_echo import Notification, WebhookEcho  # noqa: E402
-from deploy.kafka.broker import free_port  # noqa: E402
-
 PROMETHEUS_DIR = REPO / "deploy" / "prometheus"
 ALERTMANAGER_DIR = REPO / "deploy" / "alertmanager"
 GRAFANA_DIR = REPO / "deploy" / "grafana"

@@ -8,7 +8,6 @@ skip would hide that nothing was tested.
 from __future__ import annotations
 
 import os
-import sys
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -17,11 +16,7 @@ from typing import Protocol
 import pytest
 from kafka.admin import KafkaAdminClient
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(REPO_ROOT) not in sys.path:  # deploy/ is no installed package: import it from the repo
-    sys.path.insert(0, str(REPO_ROOT))
-
-from deploy.kafka.broker import KafkaBroker, java_missing  # noqa: E402
+from deploy.kafka.broker import KafkaBroker, java_missing
 
 INTEGRATION_DIR = Path(__file__).resolve().parent
 
