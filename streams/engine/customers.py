@@ -19,13 +19,17 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Iterable
-from typing import Any, Final
+from collections.abc import Sequence
+from typing import Any, Final, cast
 
 import numpy as np
 
 from streams.engine.config import CustomerConfig
 
+_COLUMNWISE: Final = 256
+"""Batches of at least this many signals are added column-wise (``add_many``)."""
+_COLUMNWISE_ROUND: Final = 64
+"""A round of fewer signals than this hands the rest of the batch to the scalar loop."""
 _VARIANCE_FLOOR = 0.01  # (0.1 on a 0..1 scale)^2: no certainty from a handful of equal answers
 _LAYOUT: Final = "columns-1"
 _SLACK: Final = 1e-9  # the vectorised at-risk pass only preselects; each pick is confirmed
@@ -63,32 +67,117 @@ class CustomerBook:
         """Record one signal; values that are not a satisfaction (NaN) only touch last-seen."""
         self.add_many([customer_id], [segment], [value], [at])
 
-    def add_many(self, customer_ids: Iterable[str], segments: Iterable[str],
-                 values: Iterable[float], ats: Iterable[int]) -> None:
-        """``add`` each signal in order (one loop, its lookups hoisted)."""
-        rows, segment_codes = self.customers, self._segment_codes
-        segment_of, last_seen, signals = self._segment, self._last_seen, self._signals
-        mean_of, m2_of, recent, keep = self._mean, self._m2, self._recent, self.keep
-        isnan = math.isnan
-        for customer_id, segment, value, at in zip(customer_ids, segments, values, ats,
-                                                   strict=True):
-            row = rows.get(customer_id)
-            if row is None:
-                row = rows[customer_id] = len(signals)
-                signals.append(0)
-                last_seen.append(0)
-                mean_of.append(0.0)
-                m2_of.append(0.0)
-                segment_of.append(0)
-                recent.extend(self._blank)
-            code = segment_codes.get(segment)
-            if code is None:
-                code = self._segment_code(segment)
+    def add_many(self, customer_ids: Sequence[str], segments: Sequence[str],
+                 values: Sequence[float], ats: Sequence[int]) -> None:
+        """``add`` each signal in order, with exactly the same result.
+
+        A large batch is added column-wise: rows looked up (new customers registered in
+        order of first sight), then latest segment and last-seen per row, then the
+        signals in rounds — round ``r`` takes each customer's ``r``-th signal of the
+        batch, one per row, so every row sees its signals in order and the float
+        operations are those of the scalar path, in the same order. Once a round is
+        small, the rest goes through the scalar loop (a customer with hundreds of
+        signals in one batch would otherwise cost hundreds of rounds).
+        """
+        if len(customer_ids) < _COLUMNWISE:
+            self._add_each(customer_ids, segments, values, ats, self._rows(customer_ids))
+            return
+        row_list = self._rows(customer_ids)
+        rows = np.array(row_list, dtype=np.int64)
+        # Latest segment of each row: the last of its events in the batch.
+        codes = np.array(self._segment_codes_of(segments), dtype=np.uint32)
+        last = len(rows) - 1 - np.unique(rows[::-1], return_index=True)[1]
+        segment_of = np.frombuffer(self._segment, dtype=np.uint32)
+        segment_of[rows[last]] = codes[last]
+        last_seen = np.frombuffer(self._last_seen, dtype=np.int64)
+        np.maximum.at(last_seen, rows, np.asarray(ats, dtype=np.int64))
+        scored = np.asarray(values, dtype=np.float64)
+        picked = np.flatnonzero(~np.isnan(scored))
+        rows, scored = rows[picked], scored[picked]
+        # Each signal's rank among its row's signals in this batch (0 for the first).
+        order = np.argsort(rows, kind="stable")
+        starts = np.flatnonzero(np.concatenate(([True], rows[order][1:] != rows[order][:-1])))
+        rank = np.empty(len(rows), dtype=np.int64)
+        rank[order] = np.arange(len(rows)) - np.repeat(starts, np.diff(
+            np.append(starts, len(rows))))
+        signals = np.frombuffer(self._signals, dtype=np.int64)
+        mean_of = np.frombuffer(self._mean, dtype=np.float64)
+        m2_of = np.frombuffer(self._m2, dtype=np.float64)
+        recent = np.frombuffer(self._recent, dtype=np.float64)
+        keep = self.keep
+        r = 0
+        while True:
+            in_round = np.flatnonzero(rank == r)
+            if len(in_round) < _COLUMNWISE_ROUND:
+                break
+            row, value = rows[in_round], scored[in_round]
+            m = signals[row]
+            signals[row] = m + 1
+            slot = row * keep + m % keep
+            moves = np.flatnonzero(m >= keep)  # the oldest recent value moves into history
+            if len(moves):
+                at_row, old = row[moves], recent[slot[moves]]
+                mean = mean_of[at_row]
+                delta = old - mean
+                mean = mean + delta / (m[moves] - keep + 1)
+                mean_of[at_row] = mean
+                m2_of[at_row] = m2_of[at_row] + delta * (old - mean)
+            recent[slot] = value
+            r += 1
+        del signals, mean_of, m2_of, recent, segment_of, last_seen  # release the buffers
+        rest = np.flatnonzero(rank >= r)  # in batch order: each row's signals in order
+        if len(rest):
+            self._signal_each(rows[rest].tolist(), scored[rest].tolist())
+
+    def _rows(self, customer_ids: Sequence[str]) -> list[int]:
+        """The row of each customer, registering new ones in order of first sight."""
+        rows = self.customers
+        found = list(map(rows.get, customer_ids))
+        if None in found:
+            signals = self._signals
+            for i, customer_id in enumerate(customer_ids):
+                if found[i] is None:
+                    row = rows.get(customer_id)
+                    if row is None:
+                        row = rows[customer_id] = len(signals)
+                        signals.append(0)
+                        self._last_seen.append(0)
+                        self._mean.append(0.0)
+                        self._m2.append(0.0)
+                        self._segment.append(0)
+                        self._recent.extend(self._blank)
+                    found[i] = row
+        return cast("list[int]", found)
+
+    def _segment_codes_of(self, segments: Sequence[str]) -> list[int]:
+        get = self._segment_codes.get
+        codes = [get(s) for s in segments]
+        if None in codes:  # new segments: registered in order of first sight
+            for i, segment in enumerate(segments):
+                if codes[i] is None:
+                    codes[i] = get(segment)
+                    if codes[i] is None:
+                        codes[i] = self._segment_code(segment)
+        return cast("list[int]", codes)
+
+    def _add_each(self, customer_ids: Sequence[str], segments: Sequence[str],
+                  values: Sequence[float], ats: Sequence[int], rows: list[int]) -> None:
+        """The scalar path: segment, last-seen and signal, event by event."""
+        segment_of, last_seen = self._segment, self._last_seen
+        for row, code, at in zip(rows, self._segment_codes_of(segments), ats, strict=True):
             segment_of[row] = code
             if at > last_seen[row]:
                 last_seen[row] = at
-            if isnan(value):
-                continue
+        picked = [(row, value) for row, value in zip(rows, values, strict=True)
+                  if value == value]  # not NaN
+        if picked:
+            self._signal_each(*map(list, zip(*picked, strict=True)))
+
+    def _signal_each(self, rows: list[int], values: list[float]) -> None:
+        """Add satisfaction values to their rows, one by one, in order."""
+        signals, mean_of, m2_of = self._signals, self._mean, self._m2
+        recent, keep = self._recent, self.keep
+        for row, value in zip(rows, values, strict=True):
             m = signals[row]
             signals[row] = m + 1
             slot = row * keep + m % keep
