@@ -168,16 +168,15 @@ class CustomerBook:
             segment_of[row] = code
             if at > last_seen[row]:
                 last_seen[row] = at
-        picked = [(row, value) for row, value in zip(rows, values, strict=True)
-                  if value == value]  # not NaN
-        if picked:
-            self._signal_each(*map(list, zip(*picked, strict=True)))
+        self._signal_each(rows, values)
 
-    def _signal_each(self, rows: list[int], values: list[float]) -> None:
-        """Add satisfaction values to their rows, one by one, in order."""
+    def _signal_each(self, rows: Sequence[int], values: Sequence[float]) -> None:
+        """Add satisfaction values to their rows, one by one, in order (NaN: none)."""
         signals, mean_of, m2_of = self._signals, self._mean, self._m2
         recent, keep = self._recent, self.keep
         for row, value in zip(rows, values, strict=True):
+            if value != value:  # NaN: not a satisfaction
+                continue
             m = signals[row]
             signals[row] = m + 1
             slot = row * keep + m % keep
