@@ -80,10 +80,9 @@ class CustomerBook:
         signals in one batch would otherwise cost hundreds of rounds).
         """
         if len(customer_ids) < _COLUMNWISE:
-            self._add_each(customer_ids, segments, values, ats, self._rows(customer_ids))
+            self._add_each(self._rows(customer_ids), segments, values, ats)
             return
-        row_list = self._rows(customer_ids)
-        rows = np.array(row_list, dtype=np.int64)
+        rows = np.array(self._rows(customer_ids), dtype=np.int64)
         # Latest segment of each row: the last of its events in the batch.
         codes = np.array(self._segment_codes_of(segments), dtype=np.uint32)
         last = len(rows) - 1 - np.unique(rows[::-1], return_index=True)[1]
@@ -150,6 +149,7 @@ class CustomerBook:
         return cast("list[int]", found)
 
     def _segment_codes_of(self, segments: Sequence[str]) -> list[int]:
+        """The code of each segment, registering new ones in order of first sight."""
         get = self._segment_codes.get
         codes = [get(s) for s in segments]
         if None in codes:  # new segments: registered in order of first sight
@@ -160,8 +160,8 @@ class CustomerBook:
                         codes[i] = self._segment_code(segment)
         return cast("list[int]", codes)
 
-    def _add_each(self, customer_ids: Sequence[str], segments: Sequence[str],
-                  values: Sequence[float], ats: Sequence[int], rows: list[int]) -> None:
+    def _add_each(self, rows: list[int], segments: Sequence[str], values: Sequence[float],
+                  ats: Sequence[int]) -> None:
         """The scalar path: segment, last-seen and signal, event by event."""
         segment_of, last_seen = self._segment, self._last_seen
         for row, code, at in zip(rows, self._segment_codes_of(segments), ats, strict=True):
