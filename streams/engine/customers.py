@@ -95,7 +95,8 @@ class CustomerBook:
         rows, scored = rows[picked], scored[picked]
         # Each signal's rank among its row's signals in this batch (0 for the first).
         order = np.argsort(rows, kind="stable")
-        starts = np.flatnonzero(np.concatenate(([True], rows[order][1:] != rows[order][:-1])))
+        grouped = rows[order]
+        starts = np.flatnonzero(np.concatenate(([True], grouped[1:] != grouped[:-1])))
         rank = np.empty(len(rows), dtype=np.int64)
         rank[order] = np.arange(len(rows)) - np.repeat(starts, np.diff(
             np.append(starts, len(rows))))

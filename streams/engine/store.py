@@ -231,7 +231,7 @@ def group_sum(
         return keys, np.zeros((0, vectors.shape[1]), dtype=np.float64)
     order = np.argsort(keys, kind="stable")
     ordered = keys[order]
-    starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
+    starts = _run_starts(ordered)
     sums: FloatArray = np.add.reduceat(vectors[order], starts, axis=0)
     distinct: IntArray = ordered[starts]
     return distinct, sums
