@@ -114,33 +114,27 @@ class TouchpointProcessor:
 
     # -- batches ---------------------------------------------------------------------
 
-    async def handle(self, tp: Any, records: Sequence[Any], generation: int) -> None:
-        """Process one fetched batch of one input partition."""
+    async def handle(self, tp: Any, records: Sequence[Any], generation: int) -> bool:
+        """Process one fetched batch of one input partition; ``False`` when the batch
+        is not taken (the consumer then seeks back to it)."""
         partition = int(tp.partition)
         async with self.lock:
             if self.stopping:
-                return
+                return True  # shutting down: where the fetch stands no longer matters
             if partition not in self.owned or generation != self.app.consumer_generation_id:
-                self.totals["stale_batches"] += 1  # fetched before a rebalance: dropped
-                return
-            state = self.states.get(partition)
-            if state is None:
-                if self.exactly_once:
-                    # Fences any earlier owner of the partition and aborts its open
-                    # transaction before the checkpoint is read.
-                    await self._transactional(partition)
-                await self.checkpoints.load(partition)
-                state = self.states[partition] = self._activate(partition)
-            state.followup_rules = self.followup_rules
+                self.totals["stale_batches"] += 1  # fetched before a rebalance
+                return False
+            state = await self._ensure_state(partition)
             if partition not in self.positioned:
+                # Positions are set after every recovery (``positions``); this is the
+                # safety net for a batch that reaches a partition never positioned.
                 first = int(records[0].offset)
                 log.info("partition %d: first fetch at offset %d, state at offset %d",
                          partition, first, state.next_offset)
                 if first > state.next_offset:
-                    # The group's committed offset is ahead of the state (its checkpoint
-                    # was lost or never written): go back rather than skip events, and
-                    # commit the state's offset first, so that Faust's own seeks to the
-                    # committed offset (after a pause) cannot jump ahead again.
+                    # The fetch is ahead of the state: go back rather than skip events,
+                    # and commit the state's offset first, so that Faust's own seeks to
+                    # the committed offset cannot jump ahead again.
                     log.warning("partition %d: fetched from offset %d but the state "
                                 "reflects offsets below %d; seeking back", partition, first,
                                 state.next_offset)
@@ -148,7 +142,7 @@ class TouchpointProcessor:
                             {tp: state.next_offset}, self.settings.commit_timeout):
                         self.positioned.add(partition)
                     await self.app.consumer.seek(tp, state.next_offset)
-                    return
+                    return True
                 self.positioned.add(partition)
             started, cpu = time.perf_counter(), time.thread_time()
             report = state.process(records)
@@ -173,6 +167,32 @@ class TouchpointProcessor:
             started = time.perf_counter()
             await self._maybe_flush(state)
             self.seconds["flush"] += time.perf_counter() - started
+            return True
+
+    async def _ensure_state(self, partition: int) -> PartitionState:
+        """The partition's state, loaded from its checkpoint when not in memory."""
+        state = self.states.get(partition)
+        if state is None:
+            if self.exactly_once:
+                # Fences any earlier owner of the partition and aborts its open
+                # transaction before the checkpoint is read.
+                await self._transactional(partition)
+            await self.checkpoints.load(partition)
+            state = self.states[partition] = self._activate(partition)
+        state.followup_rules = self.followup_rules
+        return state
+
+    async def positions(self, partitions: set[int]) -> dict[int, int]:
+        """Where each owned input partition must be read from: the offset its state
+        reflects (the state is loaded from its checkpoint now; a partition without one
+        starts at 0). Called by the consumer after every recovery, before records flow."""
+        out: dict[int, int] = {}
+        async with self.lock:
+            for partition in sorted(partitions & self.owned):
+                state = await self._ensure_state(partition)
+                out[partition] = state.next_offset
+                self.positioned.add(partition)
+        return out
 
     async def _enqueue(self, source: int, topic: str, key: bytes | None, value: bytes | None,
                        partition: int, *, headers: list[tuple[str, bytes]] | None = None,

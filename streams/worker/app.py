@@ -25,7 +25,7 @@ from streams.worker.metrics import WorkerMetrics
 from streams.worker.settings import WorkerSettings
 from streams.worker.tables import CheckpointStore, TopicCheckpointStore
 from streams.worker.topics import ensure_topics, faust_topic
-from streams.worker.transport import BatchConsumer, BatchHandler, BatchTransport
+from streams.worker.transport import BatchConsumer, BatchHandler, BatchTransport, Positioner
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ class TouchstreamApp(faust.App):
     processor: TouchpointProcessor | None = None
     publisher: ScoresPublisher | None = None
     batch_handlers: dict[str, BatchHandler]
+    positioners: dict[str, Positioner]
 
     def _new_transport(self) -> Any:
         return BatchTransport(self.conf.broker_consumer, self)
@@ -45,6 +46,7 @@ class TouchstreamApp(faust.App):
         if not isinstance(consumer, BatchConsumer):
             raise RuntimeError(f"expected the batch consumer, got {type(consumer)}")
         consumer.batch_handlers.update(self.batch_handlers)
+        consumer.positioners.update(self.positioners)
         return consumer
 
     async def on_stop(self) -> None:
@@ -129,6 +131,7 @@ def create_worker(settings: WorkerSettings, config: EngineConfig | None = None) 
     app.processor = processor
     app.publisher = publisher
     app.batch_handlers = {settings.topic_touchpoints: processor.handle}
+    app.positioners = {settings.topic_touchpoints: processor.positions}
 
     async def _revoked(sender: Any, *args: Any, **kwargs: Any) -> None:
         await processor.on_revoked(set(args[0]))
