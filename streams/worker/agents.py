@@ -54,6 +54,10 @@ from streams.worker.tables import CheckpointStore
 
 log = logging.getLogger(__name__)
 
+STALL_SECONDS = 5.0
+"""A partition whose state stays behind the partition's end this long with nothing
+delivered is sought back to its state's offset (once per state offset and end)."""
+
 
 class Output:
     """Produces raw records through the Faust app's producer."""
@@ -100,6 +104,10 @@ class TouchpointProcessor:
         self.parked: dict[int, PartitionState] = {}
         self.owned: set[int] = set()
         self.positioned: set[int] = set()
+        self.fed_at: dict[int, float] = {}
+        """When each partition last had a batch delivered (or was positioned)."""
+        self._repositioned: dict[int, tuple[int, int]] = {}
+        self._stalls_checked = 0.0
         self.lock = asyncio.Lock()
         self.stopping = False
         self.totals: Counter[str] = Counter()
@@ -144,6 +152,7 @@ class TouchpointProcessor:
                     await self.app.consumer.seek(tp, state.next_offset)
                     return True
                 self.positioned.add(partition)
+            self.fed_at[partition] = time.monotonic()
             started, cpu = time.perf_counter(), time.thread_time()
             report = state.process(records)
             took = time.perf_counter() - started
@@ -192,7 +201,43 @@ class TouchpointProcessor:
                 state = await self._ensure_state(partition)
                 out[partition] = state.next_offset
                 self.positioned.add(partition)
+                self.fed_at[partition] = time.monotonic()
         return out
+
+    async def _reposition_stalled(self) -> None:
+        """The last line of defence for "nothing acknowledged is lost": a partition
+        whose state is behind the partition's end (the consumer's high watermark) and
+        that had nothing delivered for ``STALL_SECONDS`` is sought back to its state's
+        offset. Offsets that hold no readable record (transaction markers, aborted
+        records) also leave a state behind the end: one seek per (state offset, end)
+        pair, then the gap is known to be unreadable."""
+        now = time.monotonic()
+        if now - self._stalls_checked < 1.0:
+            return
+        self._stalls_checked = now
+        consumer = self.app.consumer
+        self.totals["rewinds"] = getattr(consumer, "rewinds", 0)
+        async with self.lock:
+            for partition in sorted(self.positioned & self.owned):
+                state = self.states.get(partition)
+                if state is None or now - self.fed_at.get(partition, now) < STALL_SECONDS:
+                    continue
+                tp = TP(self.topic, partition)
+                try:
+                    end = consumer.highwater(tp)
+                except Exception as exc:  # not assigned any more, or nothing fetched yet
+                    log.debug("partition %d: no high watermark (%r)", partition, exc)
+                    continue
+                mark = (state.next_offset, end)
+                if end is None or end <= state.next_offset \
+                        or self._repositioned.get(partition) == mark:
+                    continue
+                self._repositioned[partition] = mark
+                self.totals["repositioned"] += 1
+                log.warning("partition %d: state at offset %d, partition ends at %d, nothing "
+                            "delivered for %.0f s; seeking back to the state", partition,
+                            state.next_offset, end, now - self.fed_at[partition])
+                await consumer.seek(tp, state.next_offset)
 
     async def _enqueue(self, source: int, topic: str, key: bytes | None, value: bytes | None,
                        partition: int, *, headers: list[tuple[str, bytes]] | None = None,
@@ -368,6 +413,7 @@ class TouchpointProcessor:
                 if state is not None:
                     await self._maybe_flush(state)
             await asyncio.sleep(0)
+        await self._reposition_stalled()
 
     # -- offsets commits (an optimization only: states carry their own offsets) --------
 
@@ -456,6 +502,7 @@ class TouchpointProcessor:
         return (f"records={t['records']} accepted={t['accepted']} duplicates={t['duplicates']}"
                 f" late={t['late']} rejected={t['rejected']} skipped={t['skipped']}"
                 f" checkpoints={t['checkpoints']} stale_batches={t['stale_batches']}"
+                f" rewinds={t['rewinds']} repositioned={t['repositioned']}"
                 f" batches={t['batches']} process_s={self.seconds['process']:.1f}"
                 f" (cpu {self.seconds['process_cpu']:.1f})"
                 f" flush_s={self.seconds['flush']:.1f}"

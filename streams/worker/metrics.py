@@ -115,6 +115,13 @@ class _ProcessorCollector(Collector):
         yield CounterMetricFamily("touchstream_worker_stale_batches", "Batches fetched "
                                   "before a rebalance and dropped (read again by the new "
                                   "owner)", value=float(totals.get("stale_batches", 0)))
+        yield CounterMetricFamily(
+            "touchstream_worker_rewinds", "Partitions sought back because a fetched batch "
+            "was not delivered", value=float(totals.get("rewinds", 0)))
+        yield CounterMetricFamily(
+            "touchstream_worker_repositioned", "Partitions sought back to their state "
+            "after a stall behind the partition's end",
+            value=float(totals.get("repositioned", 0)))
         clock = gc_clock()
         gc_seconds = CounterMetricFamily(
             "touchstream_worker_gc_seconds", "Seconds spent in cyclic garbage collection, "

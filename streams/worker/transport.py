@@ -133,7 +133,7 @@ class BatchConsumer(driver.Consumer):
                      type(exc).__name__, exc)
             return
         self.rewinds += 1
-        log.debug("%s: %d fetched records not delivered; sought back to %d", tp,
+        log.info("%s: %d fetched records not delivered; sought back to %d", tp,
                   len(batch), offset)
 
     # -- the fetch loop --------------------------------------------------------------

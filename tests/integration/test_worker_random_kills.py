@@ -137,6 +137,7 @@ async def test_random_kills_lose_nothing(kafka_bootstrap: str, tmp_path: Path,
             cluster.kill(kill)
         traffic.join()
         assert traffic.error is None, f"producing failed: {traffic.error!r}"
+        quiet = time.monotonic()  # the last kill and the last record are behind us
         produced = traffic.produced
         ends = end_offsets(kafka_bootstrap, topic)
         async with ScoresReader.from_settings(settings["w1"], TEST_CONFIG) as reader:
@@ -145,6 +146,8 @@ async def test_random_kills_lose_nothing(kafka_bootstrap: str, tmp_path: Path,
             except TimeoutError as exc:
                 raise AssertionError(f"seed {seed}: not settled within {SETTLE:.0f} s "
                                      f"after the last kill: {exc}") from None
+            print(f"seed={seed}: every partition at its end {time.monotonic() - quiet:.1f} s"  # noqa: T201
+                  " after the last kill and the last record")
             workers.check_alive()
             problems = engine_differences(reader.engine(), oracle(TEST_CONFIG, produced),
                                           TEST_CONFIG)
