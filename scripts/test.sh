@@ -48,6 +48,21 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e '.[dev]'
 
+# Go builds the deploy tools (helm, the Compose loader, the operator-types check) into
+# .cache/bin: deploy/toolchain.py, once, from the Go module proxy.
+if ! command -v go >/dev/null && [ ! -x /usr/local/go/bin/go ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "== installing golang-go (Debian package)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      golang-go >/dev/null
+  else
+    echo "!! go missing and cannot apt-get install it (not root)" >&2
+  fi
+fi
+echo "== deploy tools (helm, compose-check, crd-check)"
+.venv/bin/python deploy/toolchain.py || echo "!! deploy tools not built: tests/deploy will say why" >&2
+
 echo "== ruff"
 .venv/bin/ruff check --no-cache .
 echo "== mypy"
