@@ -54,10 +54,11 @@ import orjson
 from schemas.decode import EventDecoder, EventError, encode
 from schemas.event import TouchpointEvent
 from streams.engine.config import EngineConfig
-from streams.engine.detect import DetectionConfig, Detector
+from streams.engine.detect import DetectionConfig, Detector, FollowUp, FollowUpUpdate
 from streams.engine.engine import Engine, IngestResult
 from streams.engine.pulses import PulseError
 from streams.runner import (
+    FOLLOWUP_UPDATE,
     PULSE_END,
     PULSE_START,
     EventOutcome,
@@ -458,6 +459,12 @@ class EmbeddedRunner:
         return [self._late_row(now, e, payloads[id(e)]) for e in result.late]
 
     def _replay_command(self, seq: int, kind: str, payload: bytes) -> None:
+        if kind == FOLLOWUP_UPDATE:
+            try:
+                self._detector.followups.apply(FollowUpUpdate.decode(payload))
+            except (KeyError, ValueError) as exc:  # e.g. no longer kept: nothing to redo
+                log.warning("log row %d (%s) not applied: %s", seq, kind, exc)
+            return
         try:
             apply_command(self._engine, kind, payload)
         except PulseError as exc:
@@ -703,6 +710,21 @@ class EmbeddedRunner:
                 study.ended_at = None
                 raise
 
+    # -- follow-ups --------------------------------------------------------------------
+
+    def update_followup_blocking(self, update: FollowUpUpdate) -> FollowUp:
+        """Close or assign a follow-up, logged as a command (replayed in order)."""
+        with self._lock:
+            self._usable()
+            book = self._detector.followups
+            found = book.get(update.id)
+            if found is None:
+                raise KeyError(f"no follow-up with id {update.id!r}")
+            if found.status == "closed":
+                return book.apply(update)  # a no-op, or the ValueError; nothing to log
+            self._log_command(FOLLOWUP_UPDATE, update.encode())
+            return book.apply(update)
+
     # -- reading -----------------------------------------------------------------------
 
     def read_blocking(self, query: Callable[[Engine], T]) -> T:
@@ -793,6 +815,10 @@ class EmbeddedRunner:
     async def end_pulse(self, pulse_id: str) -> None:
         """End a pulse study durably; raises ``KeyError`` when unknown."""
         await asyncio.to_thread(self.end_pulse_blocking, pulse_id)
+
+    async def update_followup(self, update: FollowUpUpdate) -> FollowUp:
+        """Close or assign a follow-up durably (a logged command)."""
+        return await asyncio.to_thread(self.update_followup_blocking, update)
 
     async def dead_letters(self, limit: int, offset: int) -> list[dict[str, Any]]:
         """Rejected and late events, newest first, with reasons and original payload."""

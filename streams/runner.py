@@ -13,7 +13,7 @@ from typing import Any, Final, Literal, Protocol, TypeVar
 
 import msgspec
 
-from streams.engine.detect import Detector
+from streams.engine.detect import Detector, FollowUp, FollowUpUpdate
 from streams.engine.engine import Engine
 from streams.engine.pulses import PulseError
 
@@ -52,6 +52,9 @@ class PulseRequest:
 
 PULSE_START: Final = "pulse_start"
 PULSE_END: Final = "pulse_end"
+FOLLOWUP_UPDATE: Final = "followup_update"
+"""A follow-up closed or assigned (payload: ``FollowUpUpdate.encode``); applied to the
+detector, not the engine."""
 COMMANDS: Final = (PULSE_START, PULSE_END)
 """Commands that change state besides events. Both runners keep them in the same order
 as the events around them (the embedded command log; a control record in every input
@@ -129,6 +132,12 @@ class Runner(Protocol):
 
     async def end_pulse(self, pulse_id: str) -> None:
         """End a pulse study durably; raises ``KeyError`` when unknown."""
+        ...
+
+    async def update_followup(self, update: FollowUpUpdate) -> FollowUp:
+        """Close or assign a follow-up durably; returns it as it now is. ``KeyError``
+        when unknown, ``ValueError`` when the update does not apply (assigning a
+        closed follow-up)."""
         ...
 
     async def dead_letters(self, limit: int, offset: int) -> list[dict[str, Any]]:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query
+from pydantic import BaseModel, ConfigDict, Field
 
-from service.deps import IdPath, ReadKey, RunnerDep
-from streams.engine.detect import Detector
+from service.deps import IdPath, ReadKey, RunnerDep, WriteKey
+from streams.engine.detect import Detector, FollowUpUpdate
 
 router = APIRouter(prefix="/v1", tags=["alerts"])
 
@@ -70,3 +72,53 @@ async def list_followups(
     items = await runner.read_detector(query)
     return {"items": items[offset: offset + limit], "total": len(items), "limit": limit,
             "offset": offset}
+
+
+class CloseIn(BaseModel):
+    """Closing a follow-up: what was done."""
+
+    model_config = ConfigDict(extra="forbid")
+    note: str = Field(min_length=1, max_length=4000)
+
+
+class AssignIn(BaseModel):
+    """Assigning a follow-up to a person."""
+
+    model_config = ConfigDict(extra="forbid")
+    assignee: str = Field(min_length=1, max_length=128)
+    note: str = Field(default="", max_length=4000)
+
+
+_FOLLOWUP_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"description": "Unknown follow-up"},
+    409: {"description": "The follow-up is closed"},
+}
+
+
+async def _update(runner: RunnerDep, update: FollowUpUpdate) -> dict[str, Any]:
+    try:
+        item = await runner.update_followup(update)
+    except KeyError:
+        raise HTTPException(404, detail=f"follow-up {update.id!r} is unknown or expired") \
+            from None
+    except ValueError as exc:
+        raise HTTPException(409, detail=str(exc)) from None
+    return item.to_dict()
+
+
+@router.post("/followups/{followup_id}/close", responses=_FOLLOWUP_ERRORS)
+async def close_followup(followup_id: IdPath, body: CloseIn, runner: RunnerDep,
+                         key: WriteKey) -> dict[str, Any]:
+    """Close a follow-up with a note; who closed it is the calling key's name. Closing a
+    closed follow-up changes nothing. It then leaves ``touchstream_followups_open``."""
+    return await _update(runner, FollowUpUpdate(followup_id, "close", key.name, body.note,
+                                                 int(time.time())))
+
+
+@router.post("/followups/{followup_id}/assign", responses=_FOLLOWUP_ERRORS)
+async def assign_followup(followup_id: IdPath, body: AssignIn, runner: RunnerDep,
+                          key: WriteKey) -> dict[str, Any]:
+    """Assign an open follow-up to a person, with a note; who assigned it is the calling
+    key's name."""
+    return await _update(runner, FollowUpUpdate(followup_id, "assign", key.name, body.note,
+                                                int(time.time()), body.assignee))

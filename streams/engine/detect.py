@@ -72,6 +72,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal
 
 import numpy as np
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from schemas import event as signals
@@ -575,6 +576,11 @@ class AlertChange:
         """The change as a topic event: the alert after the change, plus what it was."""
         return {**self.alert.to_dict(), "previous": self.previous, "changed_at": _iso(self.at)}
 
+    def record(self) -> dict[str, Any]:
+        """The change for the alerts topic: ``to_dict`` plus the alert's whole state
+        (``book``), so that readers and a new evaluator rebuild the same alert book."""
+        return {**self.to_dict(), "book": self.alert.state_dict()}
+
 
 def _iso(seconds: int | None) -> str | None:
     return None if seconds is None else datetime.fromtimestamp(seconds, UTC).isoformat()
@@ -599,6 +605,11 @@ Outcome = tuple[bool, Evidence | None]
 def _key(rule: str, key: SeriesKey) -> str:
     dims, values, metric = key
     return "\x1f".join((rule, metric, *(f"{d}={v}" for d, v in zip(dims, values, strict=True))))
+
+
+def book_key(alert: Alert) -> str:
+    """Where ``alert`` is kept in an ``AlertBook``: its rule and series."""
+    return _key(alert.rule, (tuple(alert.scope), tuple(alert.scope.values()), alert.metric))
 
 
 class AlertBook:
@@ -675,11 +686,33 @@ class AlertBook:
         previous = alert.state
         alert.state, alert.resolved_at, alert.updated_at = "resolved", now, now
         del self.active[skey]
+        self._remember(alert)
+        return _change(alert, previous, now)
+
+    def _remember(self, alert: Alert) -> None:
         self.recent.append(alert)
         while len(self.recent) > self.recent_kept:
             old = self.recent.popleft()
             self._by_id.pop(old.id, None)
-        return _change(alert, previous, now)
+
+    def mirror(self, alert: Alert) -> bool:
+        """Take ``alert`` as the evaluator published it (the alerts topic, in order);
+        whether the book changed. Resolved is final: a later copy of a resolved alert
+        (a replayed publication) changes nothing."""
+        known = self._by_id.get(alert.id)
+        if known is not None and known.state == "resolved":
+            return False
+        key = book_key(alert)
+        if alert.state == "resolved":
+            current = self.active.get(key)
+            if current is not None and current.id == alert.id:
+                del self.active[key]
+            self._by_id[alert.id] = alert
+            self._remember(alert)
+        else:
+            self.active[key] = alert
+            self._by_id[alert.id] = alert
+        return True
 
     def retire(self, keep: set[str], now: int) -> builtins.list[AlertChange]:
         """Resolve the active alerts of rules no longer configured."""
@@ -1029,17 +1062,62 @@ class FollowUp:
     status: Literal["open", "closed"] = "open"
     closed_at: int | None = None
     note: str | None = None
+    assignee: str | None = None
+    """The person it is assigned to (``owner`` is the function responsible)."""
+    updated_by: str | None = None
+    """Who last closed or assigned it (the API key's name)."""
+    updated_at: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """As plain data with ISO 8601 UTC times (for the API and the follow-ups topic)."""
         # Every field is a scalar: no need for asdict's deep copy (one per follow-up on
         # the worker's hot path).
         out = {name: getattr(self, name) for name in _FOLLOWUP_FIELDS}
-        out["created_at"], out["closed_at"] = _iso(self.created_at), _iso(self.closed_at)
+        for name in _FOLLOWUP_TIMES:
+            out[name] = _iso(out[name])
         return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FollowUp:
+        """Read back ``to_dict`` (the follow-ups topic); unknown fields are ignored."""
+        values: dict[str, Any] = {name: data[name] for name in _FOLLOWUP_FIELDS if name in data}
+        for name in _FOLLOWUP_TIMES:
+            raw = values.get(name)
+            values[name] = None if raw is None else int(datetime.fromisoformat(raw).timestamp())
+        return cls(**values)
 
 
 _FOLLOWUP_FIELDS = tuple(f.name for f in fields(FollowUp))
+_FOLLOWUP_TIMES = ("created_at", "closed_at", "updated_at")
+
+
+@dataclass(frozen=True, slots=True)
+class FollowUpUpdate:
+    """A person closing or assigning a follow-up, with who, when and a note: a logged
+    command on the embedded runner, replayed in order."""
+
+    id: str
+    action: Literal["close", "assign"]
+    by: str
+    note: str
+    at: int
+    assignee: str | None = None
+
+    def encode(self) -> bytes:
+        """As JSON bytes (the command's payload)."""
+        return orjson.dumps(asdict(self))
+
+    @classmethod
+    def decode(cls, raw: bytes) -> FollowUpUpdate:
+        """Read ``encode``'s bytes; ``ValueError`` when they are not an update."""
+        try:
+            data = orjson.loads(raw)
+            update = cls(**data)
+        except (orjson.JSONDecodeError, TypeError) as exc:
+            raise ValueError(f"not a follow-up update: {exc}") from exc
+        if update.action not in ("close", "assign"):
+            raise ValueError(f"unknown follow-up action {update.action!r}")
+        return update
 
 
 def _needs_human(condition: Condition, event: TouchpointEvent) -> str | None:
@@ -1118,17 +1196,50 @@ class FollowUpBook:
                 and (owner is None or f.owner == owner)
                 and (segment is None or f.segment == segment)]
 
-    def close(self, followup_id: str, note: str, at: int | None = None) -> FollowUp:
+    def close(self, followup_id: str, note: str, at: int | None = None,
+              by: str | None = None) -> FollowUp:
         """Close an open follow-up with a note; ``at`` defaults to the wall clock."""
         found = self.open.pop(followup_id, None)
         if found is None:
             raise KeyError(f"no open follow-up with id {followup_id!r}")
         found.status, found.note = "closed", note
         found.closed_at = int(datetime.now(UTC).timestamp()) if at is None else at
-        self.closed.append(found)
+        found.updated_by, found.updated_at = by, found.closed_at
+        self._keep_closed(found)
+        return found
+
+    def _keep_closed(self, item: FollowUp) -> None:
+        self.closed.append(item)
         while len(self.closed) > self.closed_kept:
             self.closed.popleft()
+
+    def apply(self, update: FollowUpUpdate) -> FollowUp:
+        """Close or assign a follow-up. ``KeyError`` when it is unknown; closing a closed
+        one changes nothing (a retried request); assigning a closed one is a
+        ``ValueError``."""
+        found = self.get(update.id)
+        if found is None:
+            raise KeyError(f"no follow-up with id {update.id!r}")
+        if found.status == "closed":
+            if update.action == "close":
+                return found
+            raise ValueError(f"follow-up {update.id!r} is closed")
+        if update.action == "close":
+            return self.close(update.id, update.note, update.at, update.by)
+        found.assignee, found.note = update.assignee, update.note
+        found.updated_by, found.updated_at = update.by, update.at
         return found
+
+    def mirror(self, item: FollowUp) -> None:
+        """Take a follow-up as published (the follow-ups topic): it replaces what is
+        known under its id, open or closed."""
+        self.open.pop(item.id, None)
+        if any(f.id == item.id for f in self.closed):
+            self.closed = deque(f for f in self.closed if f.id != item.id)
+        if item.status == "open":
+            self.open[item.id] = item
+        else:
+            self._keep_closed(item)
 
     def state(self) -> dict[str, Any]:
         """Snapshot as plain (msgpack-able) data."""

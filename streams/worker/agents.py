@@ -46,6 +46,7 @@ from streams.engine.config import EngineConfig
 from streams.engine.detect import Detector
 from streams.engine.engine import Engine
 from streams.worker import scores as sc
+from streams.worker.alerts import load_alerts
 from streams.worker.metrics import WorkerMetrics, gc_clock
 from streams.worker.partition import BatchReport, PartitionState
 from streams.worker.reader import ScoresReader, read_compacted
@@ -557,6 +558,12 @@ class ScoresPublisher:
         s = self.settings
         log.info("group leader: scores publisher starts (partials %s -> %s)",
                  s.partials_topic, s.topic_scores)
+        # The alert book travels on the alerts topic: alerts open under the previous
+        # leader go on under their ids.
+        self.detector = Detector(self.detection)
+        carried = await load_alerts(s, self.detector)
+        log.info("group leader: %d alerts carried on from the alerts topic (%d open)",
+                 carried, len(self.detector.alerts.active))
         reader = ScoresReader.from_settings(s, self.config)
         await reader.start()
         self.reader = reader
@@ -604,11 +611,12 @@ class ScoresPublisher:
         await self._alerts(engine)
 
     async def _alerts(self, engine: Engine) -> None:
-        """Evaluate the alert rules on the merged view; publish each state change.
+        """Evaluate the alert rules on the merged view; publish each state change with
+        the alert's whole state (``AlertChange.record``), keyed by alert id.
 
-        Only the group leader evaluates, so one change is published once (keyed by
-        alert id). A new leader starts with a fresh detector: alerts open at takeover
-        time re-open under new ids, and the old ids resolve by their clear time.
+        Only the group leader evaluates, so one change is published once; API replicas
+        and the next leader read the alert book back from the topic
+        (``streams.worker.alerts``).
         """
         watermark = engine.watermark
         if watermark is None or not self.detector.due(watermark, DETECT_EVERY):
@@ -616,7 +624,7 @@ class ScoresPublisher:
         changes = self.detector.evaluate(engine, watermark)
         topic = self.settings.topic_alerts
         futures = [await self.output.enqueue(topic, c.alert.id.encode(),
-                                             orjson.dumps(c.to_dict()), None)
+                                             orjson.dumps(c.record()), None)
                    for c in changes]
         await asyncio.gather(*futures)
         if changes:

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -32,28 +32,22 @@ from streams.worker.settings import WorkerSettings
 log = logging.getLogger(__name__)
 
 
-class ScoresReader:
-    """A live, merged view of every partition's partial aggregates."""
+class TopicFollower:
+    """Reads topics from their beginning (no consumer group, every partition), hands
+    each keyed record to ``_apply`` and keeps following them in the background."""
 
-    def __init__(self, bootstrap_servers: list[str], topic: str, config: EngineConfig,
-                 *, client_id: str = "touchstream-reader") -> None:
+    def __init__(self, bootstrap_servers: list[str], topics: list[str], *,
+                 client_id: str) -> None:
         self.bootstrap_servers = bootstrap_servers
-        self.topic = topic
-        self.config = config
+        self.topics = topics
         self.client_id = client_id
-        self.view = MergedView(config)
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
         self._error: BaseException | None = None
 
-    @classmethod
-    def from_settings(cls, settings: WorkerSettings,
-                      config: EngineConfig | None = None) -> ScoresReader:
-        """A reader of the partials topic named by ``settings``."""
-        return cls(settings.bootstrap_servers, settings.partials_topic,
-                   config or settings.load_engine_config(),
-                   client_id=f"{settings.app_id}-reader")
+    def _apply(self, topic: str, key: bytes, value: bytes | None) -> None:
+        raise NotImplementedError
 
     async def start(self, timeout: float = 60.0) -> None:
         """Assign every partition from the beginning and read up to the current end."""
@@ -64,18 +58,15 @@ class ScoresReader:
         await consumer.start()
         self._consumer = consumer
         try:
-            partitions = await self._partitions(consumer, timeout)
-            tps = [TopicPartition(self.topic, p) for p in partitions]
+            tps = [TopicPartition(topic, p) for topic in self.topics
+                   for p in await topic_partitions(consumer, topic, timeout)]
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
             await self.catch_up(timeout)
         except BaseException:
             await self.stop()
             raise
-        self._task = asyncio.create_task(self._run(), name=f"reader:{self.topic}")
-
-    async def _partitions(self, consumer: AIOKafkaConsumer, timeout: float) -> list[int]:
-        return await topic_partitions(consumer, self.topic, timeout)
+        self._task = asyncio.create_task(self._run(), name=f"follower:{self.topics}")
 
     async def catch_up(self, timeout: float = 60.0) -> None:
         """Read until every partition's position reaches the end offset seen at the call."""
@@ -93,7 +84,7 @@ class ScoresReader:
             else:
                 await self._poll(0.2)
             if time.monotonic() > deadline:
-                raise TimeoutError(f"partials topic {self.topic!r} not read to its end in "
+                raise TimeoutError(f"topics {self.topics} not read to their end in "
                                    f"{timeout} s (behind on {behind})")
 
     async def _poll(self, timeout: float) -> int:
@@ -104,7 +95,7 @@ class ScoresReader:
             for record in records:
                 if record.key is None:
                     continue
-                self.view.apply(record.key, record.value)
+                self._apply(record.topic, record.key, record.value)
                 n += 1
         if n:
             self._changed.set()
@@ -117,12 +108,12 @@ class ScoresReader:
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
-            log.exception("partials reader stopped: %r", exc)
+            log.exception("reader of %s stopped: %r", self.topics, exc)
             self._error = exc
 
     def _raise_error(self) -> None:
         if self._error is not None:
-            raise RuntimeError("the partials reader failed") from self._error
+            raise RuntimeError(f"the reader of {self.topics} failed") from self._error
 
     def _require(self) -> AIOKafkaConsumer:
         if self._consumer is None:
@@ -139,6 +130,41 @@ class ScoresReader:
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             await consumer.stop()
+
+    async def wait_until(self, condition: Callable[[], bool], timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for ``condition`` to hold after new records."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            self._raise_error()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), min(remaining, 0.5))
+        return True
+
+
+class ScoresReader(TopicFollower):
+    """A live, merged view of every partition's partial aggregates."""
+
+    def __init__(self, bootstrap_servers: list[str], topic: str, config: EngineConfig,
+                 *, client_id: str = "touchstream-reader") -> None:
+        super().__init__(bootstrap_servers, [topic], client_id=client_id)
+        self.topic = topic
+        self.config = config
+        self.view = MergedView(config)
+
+    @classmethod
+    def from_settings(cls, settings: WorkerSettings,
+                      config: EngineConfig | None = None) -> ScoresReader:
+        """A reader of the partials topic named by ``settings``."""
+        return cls(settings.bootstrap_servers, settings.partials_topic,
+                   config or settings.load_engine_config(),
+                   client_id=f"{settings.app_id}-reader")
+
+    def _apply(self, topic: str, key: bytes, value: bytes | None) -> None:
+        self.view.apply(key, value)
 
     async def __aenter__(self) -> ScoresReader:
         await self.start()

@@ -13,10 +13,10 @@ into every input partition; their counts come back summed through the merged vie
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -25,7 +25,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from kafka.partitioner.default import murmur2
 
 from schemas.decode import EventDecoder, EventError, encode
-from streams.engine.detect import DetectionConfig, Detector
+from streams.engine.detect import (
+    DetectionConfig,
+    Detector,
+    FollowUp,
+    FollowUpBook,
+    FollowUpUpdate,
+)
 from streams.engine.engine import Engine
 from streams.engine.pulses import PulseError
 from streams.runner import (
@@ -36,13 +42,13 @@ from streams.runner import (
     apply_command,
     encode_pulse_start,
 )
+from streams.worker.alerts import DetectorReader, status_key
 from streams.worker.reader import ScoresReader, read_dead_letters, read_partition_engine
 from streams.worker.records import H_CONTROL
 from streams.worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-DETECT_EVERY = 60
 CONTROL_VISIBLE = 10.0
 """Seconds a pulse command waits for the workers' state to show it before answering."""
 STATE_TTL = 5.0
@@ -64,10 +70,10 @@ class KafkaRunner:
         self.config = settings.load_engine_config()
         self.reader = ScoresReader.from_settings(settings)
         self._decoder = decoder or EventDecoder()
-        self._detector = Detector(detection if detection is not None else DetectionConfig())
+        self._alerts = DetectorReader(settings, detection if detection is not None
+                                      else DetectionConfig())
         self._producer: AIOKafkaProducer | None = None
         self._failure = "not started"
-        self._detect_task: asyncio.Task[None] | None = None
         self._states: dict[int, tuple[Engine | None, float]] = {}
         self._ends: AIOKafkaConsumer | None = None
 
@@ -78,35 +84,21 @@ class KafkaRunner:
             enable_idempotence=True, linger_ms=5)
         await self._producer.start()
         await self.reader.start(timeout)
+        await self._alerts.start(timeout)
         self._ends = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap_servers,
                                       group_id=None, enable_auto_commit=False)
         await self._ends.start()
         self._failure = ""
-        self._detect_task = asyncio.create_task(self._detect_loop())
 
     async def stop(self) -> None:
-        """Stop the detector loop, the reader and the producer (flushing it)."""
-        if self._detect_task is not None:
-            self._detect_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._detect_task
+        """Stop the readers and the producer (flushing it)."""
+        await self._alerts.stop()
         await self.reader.stop()
         if self._ends is not None:
             await self._ends.stop()
         if self._producer is not None:
             await self._producer.stop()
         self._failure = "stopped"
-
-    async def _detect_loop(self) -> None:
-        while True:
-            try:
-                engine = self.reader.engine()
-                if engine.watermark is not None and self._detector.due(engine.watermark,
-                                                                       DETECT_EVERY):
-                    self._detector.evaluate(engine, engine.watermark)
-            except Exception:  # a failed evaluation is logged; the next one retries
-                log.exception("alert evaluation on the merged view failed")
-            await asyncio.sleep(1.0)
 
     def _require(self) -> AIOKafkaProducer:
         if self._producer is None or self._failure:
@@ -188,8 +180,35 @@ class KafkaRunner:
         return engine
 
     async def read_detector(self, query: Callable[[Detector], T]) -> T:
-        """Alerts evaluated on the merged view by this API process."""
-        return query(self._detector)
+        """Alerts and follow-ups as the topics hold them: the group leader's alert
+        changes, the workers' follow-ups and the status records written here."""
+        self._require()
+        return query(self._alerts.detector)
+
+    async def update_followup(self, update: FollowUpUpdate) -> FollowUp:
+        """Close or assign a follow-up: its whole state after the change goes to the
+        follow-ups topic as its status record (acknowledged by every in-sync replica);
+        answers once this replica's view shows it (or after ``CONTROL_VISIBLE`` s)."""
+        producer = self._require()
+        found = self._alerts.detector.followups.get(update.id)
+        if found is None:
+            raise KeyError(f"no follow-up with id {update.id!r}")
+        if found.status == "closed" and update.action == "close":
+            return found
+        scratch = FollowUpBook()
+        scratch.mirror(replace(found))
+        changed = scratch.apply(update)  # KeyError/ValueError as on the embedded runner
+        await (await producer.send(self.settings.topic_followups, key=status_key(update.id),
+                                   value=orjson.dumps(changed.to_dict())))
+
+        def visible() -> bool:
+            now = self._alerts.detector.followups.get(update.id)
+            return now is not None and (now.status, now.updated_at, now.assignee) == (
+                changed.status, changed.updated_at, changed.assignee)
+
+        if not await self._alerts.wait_until(visible, CONTROL_VISIBLE):
+            log.warning("follow-up %s update is durable but not yet visible", update.id)
+        return changed
 
     async def start_pulse(self, request: PulseRequest) -> None:
         """Start a study: validate it, then write a ``pulse_start`` control record into

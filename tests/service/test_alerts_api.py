@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,7 +19,7 @@ from service.app import create_app
 from service.metrics import read_alerts, read_scoreboard
 from service.settings import Settings
 from streams.embedded import EmbeddedRunner
-from streams.engine.detect import DetectionConfig, DropRule, FollowUpRule
+from streams.engine.detect import DetectionConfig, Detector, DropRule, FollowUpRule
 
 DETECTION = DetectionConfig(
     drops=(DropRule(name="csat-drop", metric="csat", scopes=(("channel",),), hold_seconds=0,
@@ -129,3 +130,68 @@ async def test_alerts_are_exported_to_prometheus(
     assert 0.0 < ratio.value
     # Nothing else fires, so nothing explains it: the explained gauge is empty.
     assert families["touchstream_alert_explained"].samples == []
+
+
+async def test_followups_are_assigned_and_closed_with_who_and_a_note(
+    alert_client: tuple[httpx.AsyncClient, Any]
+) -> None:
+    client, app = alert_client
+    opened = (await client.get("/v1/followups?status=open&limit=1000")).json()
+    first = opened["items"][0]["id"]
+    assigned = await client.post(f"/v1/followups/{first}/assign",
+                                 json={"assignee": "Þórdís Ólafsdóttir", "note": "call back"})
+    assert assigned.status_code == 200, assigned.text
+    body = assigned.json()
+    assert (body["status"], body["assignee"], body["note"], body["updated_by"]) == (
+        "open", "Þórdís Ólafsdóttir", "call back", "boss")
+    closed = (await client.post(f"/v1/followups/{first}/close",
+                                json={"note": "refunded; تم الحل"})).json()
+    assert (closed["status"], closed["note"], closed["updated_by"]) == (
+        "closed", "refunded; تم الحل", "boss")
+    assert closed["closed_at"] is not None and closed["assignee"] == "Þórdís Ólafsdóttir"
+    # Closing again changes nothing; assigning a closed one is a conflict.
+    again = await client.post(f"/v1/followups/{first}/close", json={"note": "again"})
+    assert again.status_code == 200 and again.json()["note"] == "refunded; تم الحل"
+    conflict = await client.post(f"/v1/followups/{first}/assign", json={"assignee": "x"})
+    assert conflict.status_code == 409
+    assert (await client.post("/v1/followups/nope/close", json={"note": "x"})).status_code == 404
+    assert (await client.post(f"/v1/followups/{first}/close", json={})).status_code == 422
+    after = (await client.get("/v1/followups?status=open&limit=1000")).json()
+    assert after["total"] == opened["total"] - 1
+    # The open-follow-ups gauge counts it out.
+    runner = app.state.runner
+    board = await runner.read(lambda e: read_scoreboard(e, ("continuous:1h",)))
+    await runner.read_detector(lambda d: read_alerts(d, board))
+    assert board.followups_open == opened["total"] - 1
+
+
+async def test_a_closed_followup_stays_closed_after_a_crash_and_a_restart(
+        tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, api_keys=SecretStr(f"boss:admin+read+write:{ADMIN}"))
+    events = drop_traffic()[-400:]
+    runner = EmbeddedRunner(tmp_path, CONFIG, detection=DETECTION)
+    runner.open()
+    app = create_app(settings, runner, CONFIG, CollectorRegistry())
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://t", headers=auth(ADMIN)) as client:
+        await client.post("/v1/events", json={"events": events})
+        items = (await client.get("/v1/followups?limit=1000")).json()["items"]
+        target = items[1]["id"]
+        await client.post(f"/v1/followups/{target}/assign", json={"assignee": "ann"})
+        await client.post(f"/v1/followups/{target}/close", json={"note": "done"})
+    assert runner.stats()["snapshots"] == 0
+    # A crash: no final snapshot (the log is replayed); the lock goes with the process.
+    runner._release()
+    del runner, app, client
+    gc.collect()
+
+    def seen(detector: Detector) -> tuple[Any, ...] | None:
+        found = detector.followups.get(target)
+        return None if found is None else (found.status, found.assignee, found.note,
+                                           found.updated_by)
+
+    want = ("closed", "ann", "done", "boss")
+    async with EmbeddedRunner(tmp_path, CONFIG, detection=DETECTION) as again:
+        assert await again.read_detector(seen) == want
+    async with EmbeddedRunner(tmp_path, CONFIG, detection=DETECTION) as again:  # snapshot
+        assert await again.read_detector(seen) == want
