@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import socket
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -14,9 +15,11 @@ import uvicorn
 from pydantic import SecretStr
 
 from service.app import create_app
+from service.cli_errors import bind, storage_error
 from service.settings import Settings
 from service.traffic import demo_feed
-from streams.embedded import EmbeddedRunner
+from streams.embedded import EmbeddedRunner, StorageError
+from streams.engine.config import EngineConfig
 from streams.sources.simulator import Drop
 
 log = logging.getLogger(__name__)
@@ -52,40 +55,76 @@ def with_development_key(settings: Settings) -> Settings:
 
 
 async def run(settings: Settings, simulate: float = 0.0, drops: Sequence[Drop] = (),
-              history: timedelta = timedelta(hours=24)) -> None:
-    """Open the state, serve until SIGINT/SIGTERM, then drain and close the state.
+              history: timedelta = timedelta(hours=24), *,
+              config: EngineConfig | None = None) -> None:
+    """Bind the address, open the state, serve until SIGINT/SIGTERM, then drain and close.
 
-    uvicorn stops accepting, finishes in-flight requests and runs the app's shutdown,
-    which closes the runner (final snapshot), so the next start replays nothing. The
-    process then exits by the signal it got, as uvicorn re-raises it.
+    The address is bound first, so a port in use fails before any state is touched, and
+    "serving" is logged only once the server accepts connections. uvicorn stops
+    accepting, finishes in-flight requests and runs the app's shutdown, which closes
+    the runner (final snapshot), so the next start replays nothing. The process then
+    exits by the signal it got, as uvicorn re-raises it. With ``simulate``, ``/readyz``
+    answers 503 until the simulated history is loaded.
     """
-    settings = with_development_key(settings)
-    config = settings.load_engine_config()
-    detection = settings.load_detection_config(config)
-    async with EmbeddedRunner(settings.data_dir, config, snapshot_every=settings.snapshot_every,
-                              detection=detection) as runner:
-        feed: asyncio.Task[None] | None = None
+    sock = bind(settings.host, settings.port)
+    try:
+        try:
+            settings = with_development_key(settings)
+        except OSError as exc:  # the data directory cannot hold the key
+            raise storage_error(settings.data_dir, exc.strerror or str(exc)) from exc
+        config = config if config is not None else settings.load_engine_config()
+        detection = settings.load_detection_config(config)
+        try:
+            runner = EmbeddedRunner(settings.data_dir, config,
+                                    snapshot_every=settings.snapshot_every,
+                                    detection=detection)
+            await asyncio.to_thread(runner.open)
+        except StorageError as exc:
+            raise storage_error(exc.path, exc.reason) from exc
+        await _serve(settings, runner, config, sock, simulate, list(drops), history)
+    finally:
+        sock.close()
 
-        async def shutdown() -> None:
-            # Stop the simulated feed first, then close the state (final snapshot).
-            if feed is not None:
-                feed.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await feed
-            await asyncio.to_thread(runner.close)
 
+async def _serve(settings: Settings, runner: EmbeddedRunner, config: EngineConfig,
+                 sock: socket.socket, simulate: float, drops: list[Drop],
+                 history: timedelta) -> None:
+    feed: asyncio.Task[None] | None = None
+
+    async def shutdown() -> None:
+        # Stop the simulated feed first, then close the state (final snapshot).
+        if feed is not None:
+            feed.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await feed
+        await asyncio.to_thread(runner.close)
+
+    try:
         app = create_app(settings, runner, config, on_shutdown=shutdown)
         server = uvicorn.Server(uvicorn.Config(
-            app, host=settings.host, port=settings.port, log_level="info",
-            proxy_headers=False, server_header=False,
+            app, log_level="info", proxy_headers=False, server_header=False,
         ))
-        log.info("touchstream serving on http://%s:%d (docs at /docs, data in %s)",
-                 settings.host, settings.port, settings.data_dir)
         if simulate > 0:
-            feed = asyncio.create_task(demo_feed(runner, simulate, list(drops), history))
-        await server.serve()
+            app.state.loading = (f"loading {history} of simulated history"
+                                 if history > timedelta(0) else None)
+            feed = asyncio.create_task(demo_feed(
+                runner, simulate, drops, history,
+                on_history=lambda: setattr(app.state, "loading", None)))
+        serving = asyncio.create_task(server.serve(sockets=[sock]))
+        while not server.started and not serving.done():
+            await asyncio.sleep(0.05)
+        if server.started:
+            host, port = sock.getsockname()[:2]
+            log.info("touchstream serving on http://%s:%d (docs at /docs, data in %s%s)",
+                     host, port, settings.data_dir,
+                     "; ready once the simulated history is loaded" if simulate > 0 else "")
+        await serving
+    finally:
+        await asyncio.to_thread(runner.close)  # idempotent; the app's shutdown closed it
+
 
 def serve(settings: Settings, simulate: float = 0.0, drops: Sequence[Drop] = (),
-          history: timedelta = timedelta(hours=24)) -> None:
+          history: timedelta = timedelta(hours=24), *,
+          config: EngineConfig | None = None) -> None:
     """Blocking entry point for the CLI."""
-    asyncio.run(run(settings, simulate, drops, history))
+    asyncio.run(run(settings, simulate, drops, history, config=config))

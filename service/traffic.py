@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Iterator
+import secrets
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,7 @@ class RunnerSink(Sink):
                 report.duplicates += 1
             elif outcome.status == "late":
                 report.late += 1
+                report.late_reasons[f"{outcome.field}: {outcome.reason}"] += 1
             else:
                 report.rejected += 1
                 report.reasons[f"{outcome.field}: {outcome.reason}"] += 1
@@ -115,11 +117,14 @@ class RunnerSink(Sink):
 
 
 async def demo_feed(runner: Runner, rate: float, drops: list[Drop], history: timedelta,
-                    seed: int = 7) -> None:
+                    seed: int = 7, on_history: Callable[[], None] | None = None) -> None:
     """Feed a running service: ``history`` of past traffic at once, then live traffic.
 
     The past gives the drop detector its 7-day-style baseline to compare with; the live
-    part is stamped with the wall clock, so scores move while you watch.
+    part is stamped with the wall clock, so scores move while you watch. The history
+    comes from ``seed``, so a restart re-sends the same event ids and they count once;
+    the live part has a fresh seed per start, so its ids are new after a restart.
+    ``on_history`` is called once the history is in (``/readyz`` waits for it).
     """
     sink = RunnerSink(runner)
     now = datetime.now(UTC)
@@ -128,10 +133,17 @@ async def demo_feed(runner: Runner, rate: float, drops: list[Drop], history: tim
         past = Simulator(seed=seed, rate=past_rate, start=now - history)
         report = await pump(past.events(duration=history - timedelta(seconds=5)), sink,
                             batch_size=2000)
-        log.info("simulated history: %d events over %s (%d accepted)", report.sent,
-                 history, report.accepted)
-    live = Simulator(seed=seed + 1, rate=rate, start=datetime.now(UTC), drops=drops)
+        log.info("simulated history: %d events over %s (%d accepted, %d already there)",
+                 report.sent, history, report.accepted, report.duplicates)
+    if on_history is not None:
+        on_history()
+    live = Simulator(seed=fresh_seed(), rate=rate, start=datetime.now(UTC), drops=drops)
     log.info("simulating %.0f events/s live%s", rate,
              "; drops: " + ", ".join(f"{d.where} -{d.points} after {d.after}" for d in drops)
              if drops else "")
     await pump(paced(live.events(), rate), sink, batch_size=max(1, int(rate)), linger=1.0)
+
+
+def fresh_seed() -> int:
+    """A seed no earlier run used (in all likelihood): 63 random bits."""
+    return secrets.randbits(63)

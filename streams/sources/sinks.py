@@ -56,8 +56,9 @@ class SinkAuthError(SinkError):
 class SendReport:
     """What became of sent events: accepted, or duplicate, late or rejected (with reasons).
 
-    ``reasons`` counts rejections by ``"field: reason"``; ``retries`` counts requests
-    repeated after a 429/503 or a connection error.
+    ``reasons`` counts rejections by ``"field: reason"``, ``late_reasons`` late events
+    the same way; ``retries`` counts requests repeated after a 429/503 or a connection
+    error.
     """
 
     sent: int = 0
@@ -67,6 +68,7 @@ class SendReport:
     duplicates: int = 0
     late: int = 0
     retries: int = 0
+    late_reasons: Counter[str] = field(default_factory=Counter)
 
     def add(self, other: SendReport) -> SendReport:
         """Fold another report into this one; returns self."""
@@ -77,6 +79,7 @@ class SendReport:
         self.duplicates += other.duplicates
         self.late += other.late
         self.retries += other.retries
+        self.late_reasons.update(other.late_reasons)
         return self
 
 
@@ -229,6 +232,7 @@ class HttpSink(Sink):
                 report.duplicates += 1
             elif status == "late":
                 report.late += 1
+                report.late_reasons[f"{result.get('field')}: {result.get('reason')}"] += 1
             else:
                 report.rejected += 1
                 report.reasons[f"{result.get('field')}: {result.get('reason')}"] += 1
@@ -375,6 +379,10 @@ class EngineSink(Sink):
         report.accepted = result.accepted
         report.duplicates = len(result.duplicates)
         report.late = len(result.late)
+        if result.late:
+            report.late_reasons["occurred_at: older than the watermark minus the allowed "
+                                f"lateness ({self.engine.config.allowed_lateness} s)"] += \
+                report.late
         return report
 
     async def close(self) -> None:
