@@ -18,7 +18,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.auth import KeyRing, require
 from service.metrics import ServiceMetrics, read_alerts, read_scoreboard
-from service.routes import alerts, customers, events, health, journeys, pulses, scores, ui
+from service.routes import (
+    alerts,
+    customers,
+    docs,
+    events,
+    health,
+    journeys,
+    pulses,
+    scores,
+    ui,
+)
 from service.settings import Settings
 from streams.embedded import StorageError
 from streams.engine.config import EngineConfig
@@ -129,6 +139,8 @@ def create_app(
         version="0.1.0",
         summary="Live customer-experience monitoring: scores, journeys, customers, pulses.",
         lifespan=lifespan,
+        docs_url=None,  # served from installed files by routes/docs.py, not from a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.runner = runner
@@ -136,7 +148,7 @@ def create_app(
     app.state.registry = registry or CollectorRegistry()
     app.state.metrics = ServiceMetrics(app.state.registry, engine_config.scope_dimensions())
 
-    for module in (health, scores, journeys, customers, pulses, events, alerts, ui):
+    for module in (health, scores, journeys, customers, pulses, events, alerts, ui, docs):
         app.include_router(module.router)
 
     metrics_deps = [] if settings.public_metrics else [Depends(require("read"))]
