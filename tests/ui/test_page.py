@@ -347,6 +347,17 @@ async def test_the_page_in_chromium_shows_scores_and_the_planted_alert_live(
         n_before = int(await page.wait_for(OVERALL_CSAT_N, "the overall CSAT score"))
         assert n_before == expected_n
         await page.wait_for(f"!!document.querySelector({FIRING!r})", "the planted alert")
+        # The page leads with what is firing: the alert is the first thing in <main>,
+        # above the score cards, and in view without scrolling.
+        assert await page.evaluate("document.querySelector('main').firstElementChild.id") \
+            == "alerts"
+        alert_box = await page.evaluate(
+            f"(() => {{ const r = document.querySelector({FIRING!r}).getBoundingClientRect();"
+            " return [r.top, r.bottom]; })()")
+        scores_top = await page.evaluate(
+            "document.getElementById('overview').getBoundingClientRect().top")
+        assert alert_box[1] < scores_top, (alert_box, scores_top)
+        assert 0 <= alert_box[0] < await page.evaluate("window.innerHeight")
         alert = await text_of(page, FIRING)
         assert "critical" in alert.lower() and "chat" in alert and "support" in alert
         assert "CSAT" in alert and "q < 0.001" in alert
