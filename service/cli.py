@@ -251,7 +251,7 @@ def simulate_command(
     batch_size: Annotated[int, typer.Option(help="Events per request/flush.")] = 500,
 ) -> None:
     """Realistic synthetic traffic: segments, journeys across channels, many languages."""
-    from service.traffic import fresh_seed, parse_drop, parse_duration
+    from service.traffic import format_duration, fresh_seed, parse_drop, parse_duration
     from streams.sources.simulator import Simulator, paced
 
     if rate <= 0:
@@ -270,7 +270,7 @@ def simulate_command(
     sim = Simulator(seed=used, rate=rate, start=start, drops=drops)
     stream = sim.events(duration=span)
     source = paced(stream, rate) if live else stream
-    say(f"simulating {span} of traffic at {rate:g} events/s to {to} "
+    say(f"simulating {format_duration(span)} of traffic at {rate:g} events/s to {to} "
         f"(seed {used}{'' if seed is not None else '; --seed repeats a run'})")
     report = _run_pump(source, sink, batch_size, int(rate * span.total_seconds()), to)
     _summary(report, repeat_hint="the same --seed as an earlier run sends the same event "

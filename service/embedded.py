@@ -17,7 +17,7 @@ from pydantic import SecretStr
 from service.app import create_app
 from service.cli_errors import bind, storage_error
 from service.settings import Settings
-from service.traffic import demo_feed
+from service.traffic import demo_feed, format_duration
 from streams.embedded import EmbeddedRunner, StorageError
 from streams.engine.config import EngineConfig
 from streams.sources.simulator import Drop
@@ -105,11 +105,20 @@ async def _serve(settings: Settings, runner: EmbeddedRunner, config: EngineConfi
             app, log_level="info", proxy_headers=False, server_header=False,
         ))
         if simulate > 0:
-            app.state.loading = (f"loading {history} of simulated history"
+            app.state.loading = (f"loading {format_duration(history)} of simulated history"
                                  if history > timedelta(0) else None)
             feed = asyncio.create_task(demo_feed(
                 runner, simulate, drops, history,
                 on_history=lambda: setattr(app.state, "loading", None)))
+
+            def stopped(task: asyncio.Task[None]) -> None:
+                if task.cancelled() or task.exception() is None:
+                    return
+                log.error("simulated traffic stopped: %r", task.exception())
+                if app.state.loading:  # /readyz tells why it will never be ready
+                    app.state.loading = f"simulated history failed: {task.exception()!r}"
+
+            feed.add_done_callback(stopped)
         serving = asyncio.create_task(server.serve(sockets=[sock]))
         while not server.started and not serving.done():
             await asyncio.sleep(0.05)

@@ -33,6 +33,16 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
 
 
+def format_duration(span: timedelta) -> str:
+    """The shortest of ``7d``, ``24h``, ``10m`` or ``90s`` that is exact (``parse_duration``
+    reads it back)."""
+    seconds = int(span.total_seconds())
+    for unit in ("d", "h", "m"):
+        if seconds and seconds % _UNITS[unit] == 0:
+            return f"{seconds // _UNITS[unit]}{unit}"
+    return f"{seconds}s"
+
+
 def parse_drop(text: str) -> Drop:
     """``channel=chat:15:10m[:30m]``: where, points, after, optional duration."""
     parts = text.split(":")
