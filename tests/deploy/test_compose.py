@@ -61,6 +61,15 @@ def test_the_kafka_deployment_has_every_service(project: dict[str, Any]) -> None
         assert services[name]["environment"]["TOUCHSTREAM_KAFKA_BOOTSTRAP"] == "kafka:9092"
         assert services[name]["depends_on"]["kafka"]["condition"] == "service_healthy"
     assert services["api"]["command"] == ["api"]
+    # Topics exist once a worker is healthy (its metrics server starts after creating
+    # them) and Kafka does not create topics: the API and the simulator wait for that.
+    assert services["kafka"]["environment"]["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+    for name in ("api", "simulator-history"):
+        assert services[name]["depends_on"]["worker-1"]["condition"] == "service_healthy"
+    for name in ("worker-1", "worker-2"):
+        env = services[name]["environment"]
+        assert env["TOUCHSTREAM_HEALTH_URL"] == \
+            f"http://127.0.0.1:{env['TOUCHSTREAM_METRICS_PORT']}/metrics"
     for name in ("simulator-history", "simulator"):
         assert services[name]["restart"] == "no"  # one-shot
         assert "kafka://kafka:9092/touchpoints" in services[name]["command"]
