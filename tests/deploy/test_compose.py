@@ -61,6 +61,9 @@ def test_the_kafka_deployment_has_every_service(project: dict[str, Any]) -> None
         assert services[name]["environment"]["TOUCHSTREAM_KAFKA_BOOTSTRAP"] == "kafka:9092"
         assert services[name]["depends_on"]["kafka"]["condition"] == "service_healthy"
     assert services["api"]["command"] == ["api"]
+    for name in ("worker-1", "worker-2", "api", "simulator-history", "simulator"):
+        assert Path(services[name]["build"]["context"]) == REPO  # the repository's Dockerfile
+        assert services[name]["image"] == "touchstream:0.1.0"
     # Topics exist once a worker is healthy (its metrics server starts after creating
     # them) and Kafka does not create topics: the API and the simulator wait for that.
     assert services["kafka"]["environment"]["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
