@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -152,3 +153,21 @@ def test_the_embedded_variant_is_one_container_with_a_volume() -> None:
     (volume,) = service["volumes"]
     assert (volume["type"], volume["target"]) == ("volume", "/var/lib/touchstream")
     assert list(project["volumes"]) == [volume["source"]]
+
+
+@pytest.mark.parametrize("name", ["simulator-history", "simulator"])
+def test_the_simulator_commands_run(project: dict[str, Any], name: str,
+                                    tmp_path: Path) -> None:
+    """The one-shot simulators' own arguments, run by the real CLI into a file instead
+    of Kafka, for a shorter span (the only changes): 10 minutes of history unpaced, or
+    3 seconds live."""
+    argv = list(project["services"][name]["command"])
+    out = tmp_path / "events.jsonl"
+    argv[argv.index("--to") + 1] = str(out)
+    live = "--no-live" not in argv
+    argv[argv.index("--duration") + 1] = "3s" if live else "10m"
+    touchstream = str(Path(sys.executable).parent / "touchstream")
+    result = run([touchstream, *argv], timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    sent = len(out.read_text().splitlines())
+    assert sent >= (20 if live else 2000), (sent, result.stdout)  # at 20/s, or 5/s
