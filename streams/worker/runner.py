@@ -8,6 +8,9 @@ into a merged engine, so every API replica that has caught up gives the same ans
 Duplicate and late decisions are the workers', so ingestion answers ``accepted`` (or
 ``rejected``) only. Pulse studies are started and ended by control records written
 into every input partition; their counts come back summed through the merged view.
+Alerts and follow-ups are read from their topics (``streams.worker.alerts``): the group
+leader is the only evaluator, so every API replica shows the alert ids and states that
+were published (and paged); closing or assigning a follow-up writes its status record.
 """
 
 from __future__ import annotations
