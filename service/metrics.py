@@ -117,7 +117,7 @@ def read_scoreboard(engine: Engine, windows: Iterable[str]) -> Scoreboard:
     board.folded = engine.folded()
     board.watermark = engine.watermark
     board.series = len(engine.series)
-    board.open_journeys = len(engine.journeys.open)
+    board.open_journeys = engine.journeys.open_count
     board.customers = len(engine.customers.customers)
     board.refreshed_at = time.time()
     return board

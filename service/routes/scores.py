@@ -122,7 +122,7 @@ async def journey_scores(
         return {
             "journey_type": journey_type,
             "journey_types": engine.journeys.journey_types(),
-            "open_journeys": len(engine.journeys.open),
+            "open_journeys": engine.journeys.open_count,
             "by_channel_count": {
                 band: {k: num(v) if isinstance(v, float) else v for k, v in stats.items()}
                 for band, stats in bands.items()

@@ -152,6 +152,34 @@ class JourneyTracker:
         # (earliest possible timeout, journey id) of open journeys: a lower bound, since
         # a journey's last event only moves later; sweep re-queues the ones that moved.
         self._due: list[tuple[int, str]] = []
+        self._merged_open: int | None = None
+        """Open journeys of the partitions summed into a merged view (``set_merged``)."""
+
+    @property
+    def open_count(self) -> int:
+        """Open journeys: this tracker's own, or the partitions' of a merged view."""
+        return len(self.open) if self._merged_open is None else self._merged_open
+
+    def summary(self) -> dict[str, Any]:
+        """What this tracker contributes to a merged view: ended journeys' statistics by
+        type and band (``state()["bands"]`` rows) and how many journeys are open."""
+        return {"bands": self._band_rows(), "open": len(self.open)}
+
+    def set_merged(self, summaries: Iterable[dict[str, Any]]) -> None:
+        """Become the sum of partitions' ``summary()`` (a merged view holds no journeys
+        of its own; a journey lives in the partition of its customer)."""
+        self._bands = {}
+        total_open = 0
+        for summary in summaries:
+            for t, b, n, total, total_sq, duration in summary["bands"]:
+                of_type = self._bands.setdefault(t, [BandStats() for _ in CHANNEL_BANDS])
+                band = of_type[CHANNEL_BANDS.index(b)]
+                band.n += n
+                band.total += total
+                band.total_sq += total_sq
+                band.duration_total += duration
+            total_open += summary["open"]
+        self._merged_open = total_open
 
     def add(self, journey_id: str, customer_id: str, journey_type: str, at: int,
             channel: str, touchpoint: str, stage: str | None, satisfaction: float,
@@ -287,10 +315,13 @@ class JourneyTracker:
         return {
             "open": [dump(j) for j in self.open.values()],
             "closed": [dump(j) for j in self.closed.values()],
-            "bands": [[t, b, s.n, s.total, s.total_sq, s.duration_total]
-                      for t, of_type in self._bands.items()
-                      for b, s in zip(CHANNEL_BANDS, of_type, strict=True) if s.n],
+            "bands": self._band_rows(),
         }
+
+    def _band_rows(self) -> list[list[Any]]:
+        return [[t, b, s.n, s.total, s.total_sq, s.duration_total]
+                for t, of_type in self._bands.items()
+                for b, s in zip(CHANNEL_BANDS, of_type, strict=True) if s.n]
 
     def restore(self, state: dict[str, Any]) -> None:
         """Restore a snapshot taken by ``state``."""

@@ -5,9 +5,9 @@ bucket) as of an input offset. The view keeps, per key, the record with the high
 offset (a stale writer — a worker that lost its partition but has not noticed yet —
 cannot roll a bucket back) and sums buckets over partitions. The result is a real
 ``Engine`` whose windows, scores and vectors answer exactly as one engine that had
-seen every partition's events would (journeys and customers excepted: those stay with
-the partition that owns the customer). Pulse studies travel in each partition's meta
-record and are summed over partitions.
+seen every partition's events would (single journeys and customers excepted: those stay
+with the partition that owns the customer). Pulse studies and journeys by channel count
+travel in each partition's meta record and are summed over partitions.
 """
 
 from __future__ import annotations
@@ -204,6 +204,8 @@ class MergedView:
         engine.watermark = watermark
         engine.counters = Counter(self.counters())
         engine.pulses = merge_studies([self._meta[p].pulses for p in sorted(self._meta)])
+        journeys = (self._meta[p].journeys for p in sorted(self._meta))
+        engine.journeys.set_merged(j for j in journeys if j is not None)
 
     def _merge_latest(self, engine: Engine) -> None:
         latest = np.full(len(self._registry), engine_module._NEVER, dtype=np.int64)

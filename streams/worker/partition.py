@@ -278,6 +278,7 @@ class PartitionState:
             latest_keys=self._keys.raw(engine.series.keys, list(range(n))),
             latest=engine.latest[:n].tolist(),
             pulses=[study.state() for study in engine.pulses.values()],
+            journeys=engine.journeys.summary(),
         )
 
     def checkpoint(self) -> bytes:

@@ -191,6 +191,9 @@ class PartitionMeta:
     latest: list[int]
     pulses: list[dict[str, Any]] = field(default_factory=list)
     """The partition's pulse studies (``PulseStudy.state()``), summed on merge."""
+    journeys: dict[str, Any] | None = None
+    """The partition's journeys by channel count (``JourneyTracker.summary()``), summed
+    on merge; absent in records of older workers."""
 
 
 def encode_meta(meta: PartitionMeta) -> bytes:
@@ -205,6 +208,7 @@ def encode_meta(meta: PartitionMeta) -> bytes:
                         for k in meta.latest_keys],
         "latest": np.asarray(meta.latest, dtype=np.int64).tobytes(),
         "pulses": meta.pulses,
+        "journeys": meta.journeys,
     })
 
 
@@ -215,7 +219,7 @@ def decode_meta(value: bytes) -> PartitionMeta:
     return PartitionMeta(
         int(raw["offset"]), raw["watermark"], dict(raw["counters"]), dict(raw["folded"]),
         _keys_in(raw["latest_keys"]), np.frombuffer(raw["latest"], dtype=np.int64).tolist(),
-        list(raw.get("pulses", ())),
+        list(raw.get("pulses", ())), raw.get("journeys"),
     )
 
 

@@ -5,6 +5,7 @@ Kafka reads, and the oracle (a fresh Engine over exactly the valid events).
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import signal
@@ -426,6 +427,31 @@ def engine_differences(got: Engine, want: Engine, config: EngineConfig) -> list[
                 if not np.array_equal(a, b):
                     problems.append(f"{family}/{window} {key}: got n={a[0]:g} sum={a[1]:g},"
                                     f" want n={b[0]:g} sum={b[1]:g}")
+    problems += journey_differences(got, want)
+    return problems
+
+
+def journey_differences(got: Engine, want: Engine) -> list[str]:
+    """Journeys by channel count per journey type (n exactly; sums of scores are added in
+    another order across partitions, so means to 1e-9), and the open journeys."""
+    problems: list[str] = []
+    if got.journeys.journey_types() != want.journeys.journey_types():
+        problems.append(f"journey types {got.journeys.journey_types()} != "
+                        f"{want.journeys.journey_types()}")
+    if got.journeys.open_count != want.journeys.open_count:
+        problems.append(f"open journeys {got.journeys.open_count} != "
+                        f"{want.journeys.open_count}")
+    for journey_type in ["all", *want.journeys.journey_types()]:
+        ours = got.journeys.by_channel_count(journey_type)
+        for band, theirs in want.journeys.by_channel_count(journey_type).items():
+            mine = ours[band]
+            same = mine["n"] == theirs["n"] and all(
+                (mine[k] is None and theirs[k] is None) or (
+                    mine[k] is not None and theirs[k] is not None
+                    and math.isclose(mine[k], theirs[k], rel_tol=1e-9, abs_tol=1e-9))
+                for k in ("score", "low", "high", "mean_duration_seconds"))
+            if not same:
+                problems.append(f"journeys {journey_type}/{band}: got {mine}, want {theirs}")
     return problems
 
 
