@@ -212,7 +212,7 @@ def serve_command(
         help="With --simulate: simulated past traffic to load first (a baseline).")] = "24h",
 ) -> None:
     """Run the embedded service: engine, API and /metrics in one process, state in SQLite."""
-    from service.demo import demo_engine_config
+    from service.demo import demo_detection, demo_engine_config
     from service.embedded import serve
     from service.traffic import parse_drop, parse_duration
 
@@ -229,7 +229,10 @@ def serve_command(
     settings = _settings(**overrides)
     # The demo (--simulate) scores against the demo's targets unless a file is named.
     config = _engine_config(settings, demo_engine_config() if simulate > 0 else None)
-    serve(settings, simulate=simulate, drops=drops, history=past, config=config)
+    detection = (demo_detection(config) if simulate > 0 and settings.detection_config is None
+                 else None)
+    serve(settings, simulate=simulate, drops=drops, history=past, config=config,
+          detection=detection)
 
 
 @app.command("simulate")

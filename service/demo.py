@@ -1,10 +1,13 @@
-"""The demo's engine configuration: the built-in defaults plus targets per segment and offering.
+"""The demo's configuration: the built-in defaults plus targets per segment and offering.
 
 Used by ``touchstream serve --simulate`` (and so ``make run``) unless
-``TOUCHSTREAM_ENGINE_CONFIG`` names a file. A target says what a score should reach
-*for whom*: the simulated budget customers expect less, enterprise and premium
-customers more, so the same service meets the one target and falls short of the other.
-``python -m service.demo`` prints it as JSON, ready for ``TOUCHSTREAM_ENGINE_CONFIG``.
+``TOUCHSTREAM_ENGINE_CONFIG`` (or ``TOUCHSTREAM_DETECTION_CONFIG``) names a file. A
+target says what a score should reach *for whom*: the simulated budget customers expect
+less, enterprise and premium customers more, so the same service meets the one target
+and falls short of the other. The demo alerts on targets per segment only, for CSAT and
+NPS, so the page shows the enterprise segment short of its targets rather than every
+channel of it. ``python -m service.demo`` prints the engine configuration as JSON,
+ready for ``TOUCHSTREAM_ENGINE_CONFIG``.
 """
 
 from __future__ import annotations
@@ -12,17 +15,19 @@ from __future__ import annotations
 import sys
 
 from streams.engine.config import EngineConfig, Target
+from streams.engine.detect import DetectionConfig, default_detection
 
 DEMO_TARGETS: tuple[Target, ...] = (
-    # Everyone else: what a neutral customer should get.
-    Target(metric="csat", value=0.72),
-    Target(metric="nps", value=50),
-    Target(metric="ces", value=5.0),
-    Target(metric="outcome", value=0.70),
-    # Segments: budget customers are easier to please, enterprise customers harder.
+    # Everyone else: a floor.
+    Target(metric="csat", value=0.66),
+    Target(metric="nps", value=40),
+    Target(metric="ces", value=4.6),
+    Target(metric="outcome", value=0.62),
+    # Segments: budget customers are easier to please, enterprise customers harder,
+    # and the business promises each of them more than the floor.
     Target(metric="csat", value=0.70, segment="budget"),
     Target(metric="nps", value=55, segment="budget"),
-    Target(metric="csat", value=0.75, segment="standard"),
+    Target(metric="csat", value=0.72, segment="standard"),
     Target(metric="csat", value=0.80, segment="enterprise"),
     Target(metric="nps", value=60, segment="enterprise"),
     # Offerings: a premium plan promises more than a basic one.
@@ -34,6 +39,14 @@ DEMO_TARGETS: tuple[Target, ...] = (
 def demo_engine_config() -> EngineConfig:
     """The default engine configuration with :data:`DEMO_TARGETS`."""
     return EngineConfig(targets=DEMO_TARGETS)
+
+
+def demo_detection(engine: EngineConfig) -> DetectionConfig:
+    """The default rules, with target alerts for CSAT and NPS per segment only."""
+    rules = default_detection(engine)
+    targets = tuple(rule.model_copy(update={"scopes": (("segment",),)})
+                    for rule in rules.targets if rule.metric in ("csat", "nps"))
+    return rules.model_copy(update={"targets": targets})
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from service.settings import Settings
 from service.traffic import demo_feed, format_duration
 from streams.embedded import EmbeddedRunner, StorageError
 from streams.engine.config import EngineConfig
+from streams.engine.detect import DetectionConfig
 from streams.sources.simulator import Drop
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,8 @@ def with_development_key(settings: Settings) -> Settings:
 
 async def run(settings: Settings, simulate: float = 0.0, drops: Sequence[Drop] = (),
               history: timedelta = timedelta(hours=24), *,
-              config: EngineConfig | None = None) -> None:
+              config: EngineConfig | None = None,
+              detection: DetectionConfig | None = None) -> None:
     """Bind the address, open the state, serve until SIGINT/SIGTERM, then drain and close.
 
     The address is bound first, so a port in use fails before any state is touched, and
@@ -73,7 +75,8 @@ async def run(settings: Settings, simulate: float = 0.0, drops: Sequence[Drop] =
         except OSError as exc:  # the data directory cannot hold the key
             raise storage_error(settings.data_dir, exc.strerror or str(exc)) from exc
         config = config if config is not None else settings.load_engine_config()
-        detection = settings.load_detection_config(config)
+        if detection is None:
+            detection = settings.load_detection_config(config)
         try:
             runner = EmbeddedRunner(settings.data_dir, config,
                                     snapshot_every=settings.snapshot_every,
@@ -134,6 +137,7 @@ async def _serve(settings: Settings, runner: EmbeddedRunner, config: EngineConfi
 
 def serve(settings: Settings, simulate: float = 0.0, drops: Sequence[Drop] = (),
           history: timedelta = timedelta(hours=24), *,
-          config: EngineConfig | None = None) -> None:
+          config: EngineConfig | None = None,
+          detection: DetectionConfig | None = None) -> None:
     """Blocking entry point for the CLI."""
-    asyncio.run(run(settings, simulate, drops, history, config=config))
+    asyncio.run(run(settings, simulate, drops, history, config=config, detection=detection))

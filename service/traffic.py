@@ -144,7 +144,7 @@ async def demo_feed(runner: Runner, rate: float, drops: list[Drop], history: tim
         report = await pump(past.events(duration=history - timedelta(seconds=5)), sink,
                             batch_size=2000)
         log.info("simulated history: %d events over %s (%d accepted, %d already there)",
-                 report.sent, history, report.accepted, report.duplicates)
+                 report.sent, format_duration(history), report.accepted, report.duplicates)
     if on_history is not None:
         on_history()
     live = Simulator(seed=fresh_seed(), rate=rate, start=datetime.now(UTC), drops=drops)

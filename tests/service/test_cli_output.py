@@ -23,11 +23,12 @@ from pydantic import SecretStr
 from deploy.kafka.broker import free_port
 from service import cli
 from service.app import create_app
-from service.demo import demo_engine_config
+from service.demo import demo_detection, demo_engine_config
 from service.settings import Settings
 from service.traffic import demo_feed
 from streams.embedded import EmbeddedRunner
 from streams.engine.config import EngineConfig
+from streams.engine.detect import default_detection
 from streams.sources.simulator import SEGMENTS
 from streams.sources.sinks import HttpSink, SendReport
 
@@ -164,10 +165,14 @@ def test_the_demo_targets_differ_by_segment_and_offering() -> None:
     assert {seg for (_, seg, _) in by if seg} <= segments
     assert {off for (_, _, off) in by if off} <= offerings
     # Expectations differ: the same CSAT meets the budget target, not the enterprise one.
-    assert by[("csat", "budget", None)] < by[("csat", None, None)] < \
+    assert by[("csat", "budget", None)] < by[("csat", "standard", None)] < \
         by[("csat", "enterprise", None)]
     assert by[("csat", None, "basic")] < by[("csat", None, "premium")]
     assert config.model_copy(update={"targets": ()}) == EngineConfig()
+    rules = demo_detection(config)
+    assert sorted(r.metric for r in rules.targets) == ["csat", "nps"]
+    assert all(r.scopes == (("segment",),) for r in rules.targets)
+    assert rules.drops == default_detection(config).drops  # the chat drop still pages
 
 
 async def test_readyz_waits_for_the_simulated_history(tmp_path: Path) -> None:
