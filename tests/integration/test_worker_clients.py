@@ -94,7 +94,10 @@ async def test_events_from_foreign_producers_are_counted_once(
         async with ScoresReader.from_settings(settings, TEST_CONFIG) as reader:
             await reader.wait_for_offsets(wanted, 60)
             want = oracle(TEST_CONFIG, counted)
-            assert engine_differences(reader.engine(), want, TEST_CONFIG) == []
+            # Keyless and kcat records land on any partition, so a customer's journey is
+            # split across partitions: scores must agree, journeys cannot (they need the
+            # customer as key, as the worker README says).
+            assert engine_differences(reader.engine(), want, TEST_CONFIG, journeys=False) == []
             got = reader.counters()
             assert got["accepted"] == len(counted)
             assert got.get("duplicate", 0) == 0 and got.get("rejected", 0) == 0
