@@ -152,8 +152,11 @@ async def test_random_kills_lose_nothing(kafka_bootstrap: str, tmp_path: Path,
             problems = engine_differences(reader.engine(), oracle(TEST_CONFIG, produced),
                                           TEST_CONFIG)
             assert problems == [], f"seed {seed} ({len(problems)} differences): {problems[:5]}"
-    except BaseException:
+    except BaseException as exc:
         print(workers.logs())  # noqa: T201 - shown on failure
+        # Last, so the tail of a long CI log still says what failed.
+        print(f"seed={seed} guarantee={guarantee} FAILED: {type(exc).__name__}: "  # noqa: T201
+              f"{str(exc)[:2000]}")
         raise
     finally:
         workers.kill_all()
