@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from operator import attrgetter
@@ -40,6 +40,7 @@ from streams.engine.metrics import (
 )
 from streams.engine.pulses import PulseError, PulseStudy
 from streams.engine.store import (
+    BucketTable,
     Granularity,
     SeriesKey,
     SeriesRegistry,
@@ -777,6 +778,64 @@ class Engine:
     def folded(self) -> dict[str, int]:
         """How many values each dimension folded into ``other`` past its cap."""
         return {d: reg.folded for d, reg in self.dims.items()}
+
+    # ---------------------------------------------------------------- read models
+    # An engine that is set from outside rather than fed events: the Kafka runner's
+    # merged view (streams/worker/merge.py) sums partitions' partials into one. It
+    # answers scores, vectors and windows exactly as an engine fed every event would.
+
+    @classmethod
+    def read_model(cls, config: EngineConfig, series: SeriesRegistry) -> Engine:
+        """An engine whose series ids are ``series``'s, to be set with ``set_bucket``,
+        ``set_latest`` and ``set_merged``."""
+        engine = cls(config)
+        engine.series = series
+        return engine
+
+    def set_bucket(self, granularity: str, bucket: int, table: BucketTable | None) -> None:
+        """Replace one bucket's aggregates; ``None`` or an empty table drops it."""
+        tables = self.granularities[granularity].tables
+        if table is not None and len(table):
+            tables[bucket] = table
+        else:
+            tables.pop(bucket, None)
+
+    def set_latest(self, times: Iterable[tuple[int, int]]) -> None:
+        """Each series' latest event time from (series id, epoch seconds) pairs, the
+        greatest per series winning; a series not named has none."""
+        latest = np.full(len(self.series), _NEVER, dtype=np.int64)
+        for sid, at in times:
+            if at > latest[sid]:
+                latest[sid] = at
+        self.latest = latest
+
+    def set_merged(self, *, watermark: int | None, folded: Mapping[str, int],
+                   counters: Mapping[str, int], pulses: dict[str, PulseStudy],
+                   journeys: Iterable[dict[str, Any]]) -> None:
+        """The state that is not per bucket: the watermark, values folded per dimension,
+        pipeline counters, pulse studies and journeys (``JourneyTracker.summary()`` of
+        each part)."""
+        self.watermark = watermark
+        for dim, reg in self.dims.items():
+            reg.folded = folded.get(dim, 0)
+        self.counters = Counter(counters)
+        self.pulses = pulses
+        self.journeys.set_merged(journeys)
+
+    def expire(self, watermark: int) -> dict[str, int]:
+        """Drop the buckets an engine at ``watermark`` no longer keeps; the oldest bucket
+        kept, per granularity."""
+        now = np.array([watermark], dtype=np.int64)
+        oldest: dict[str, int] = {}
+        for name, gran in self.granularities.items():
+            newest = int(gran.bucketing.ids(now)[0])
+            gran.expire(newest)
+            oldest[name] = newest - gran.keep + 1
+        return oldest
+
+    def changed(self) -> None:
+        """Say the state moved (scores asked before are computed again)."""
+        self.version += 1
 
 
 def _dimension_order(dim: str) -> int:

@@ -21,7 +21,6 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from streams.engine import engine as engine_module
 from streams.engine.config import EngineConfig
 from streams.engine.engine import Engine
 from streams.engine.pulses import merge_studies
@@ -149,8 +148,7 @@ class MergedView:
         """
         engine = self._engine
         if engine is None:
-            engine = self._engine = Engine(self.config)
-            engine.series = self._registry
+            engine = self._engine = Engine.read_model(self.config, self._registry)
             self._dirty = set(self._cells)
             self._meta_dirty = True
         resummed = bool(self._dirty)
@@ -168,12 +166,11 @@ class MergedView:
         if (resummed or meta_changed) and engine.watermark is not None:
             self._expire(engine, engine.watermark)
         if resummed or meta_changed or latest_grown:
-            engine.version += 1  # scores asked before are asked again
+            engine.changed()  # scores asked before are asked again
         return engine
 
     def _resum(self, engine: Engine, cell_key: tuple[str, int]) -> None:
         gran_name, bucket = cell_key
-        tables = engine.granularities[gran_name].tables
         parts = self._cells.get(cell_key)
         table = BucketTable()
         for partition in sorted(parts or ()):
@@ -185,44 +182,31 @@ class MergedView:
                 cell.sids = np.fromiter((registry.id(k) for k in cell.rows.keys),
                                         dtype=np.int64, count=len(cell.rows.keys))
             table.add(cell.sids, cell.rows.data)
-        if len(table):
-            tables[bucket] = table
-        else:
-            tables.pop(bucket, None)
+        engine.set_bucket(gran_name, bucket, table)
         self.rebuilds += 1
 
     def _merge_meta(self, engine: Engine) -> None:
-        watermark: int | None = None
-        for partition in sorted(self._meta):
-            meta = self._meta[partition]
-            if meta.watermark is not None:
-                watermark = meta.watermark if watermark is None else max(watermark,
-                                                                         meta.watermark)
-        for dim, reg in engine.dims.items():
-            reg.folded = sum(m.folded.get(dim, 0) for m in self._meta.values())
+        metas = [self._meta[p] for p in sorted(self._meta)]
+        marks = [m.watermark for m in metas if m.watermark is not None]
+        folded: Counter[str] = Counter()
+        for meta in metas:
+            folded.update(meta.folded)
         self._merge_latest(engine)
-        engine.watermark = watermark
-        engine.counters = Counter(self.counters())
-        engine.pulses = merge_studies([self._meta[p].pulses for p in sorted(self._meta)])
-        journeys = (self._meta[p].journeys for p in sorted(self._meta))
-        engine.journeys.set_merged(j for j in journeys if j is not None)
+        engine.set_merged(watermark=max(marks) if marks else None, folded=folded,
+                          counters=self.counters(),
+                          pulses=merge_studies([m.pulses for m in metas]),
+                          journeys=[m.journeys for m in metas if m.journeys is not None])
 
     def _merge_latest(self, engine: Engine) -> None:
-        latest = np.full(len(self._registry), engine_module._NEVER, dtype=np.int64)
-        for meta in self._meta.values():
-            for key, at in zip(meta.latest_keys, meta.latest, strict=True):
-                sid = self._registry.get(cast(SeriesKey, key))  # decoded metas hold tuples
-                if sid is not None and at > latest[sid]:
-                    latest[sid] = at
-        engine.latest = latest
+        registry = self._registry
+        engine.set_latest(
+            (sid, at)
+            for meta in self._meta.values()
+            for key, at in zip(meta.latest_keys, meta.latest, strict=True)
+            if (sid := registry.get(cast(SeriesKey, key))) is not None)  # metas hold tuples
 
     def _expire(self, engine: Engine, watermark: int) -> None:
         """Drop buckets a single engine at this watermark would no longer keep."""
-        now = np.array([watermark], dtype=np.int64)
-        oldest: dict[str, int] = {}
-        for name, gran in engine.granularities.items():
-            newest = int(gran.bucketing.ids(now)[0])
-            gran.expire(newest)
-            oldest[name] = newest - gran.keep + 1
+        oldest = engine.expire(watermark)
         for cell_key in [k for k in self._cells if k[1] < oldest[k[0]]]:
             del self._cells[cell_key]
