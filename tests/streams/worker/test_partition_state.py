@@ -1,7 +1,6 @@
 """The worker's transport-free core, without a broker: per-partition states with crashes,
 replays and restores, merged from their partials, equal one engine over every event.
-
-(Pure tests: they need no Kafka and could live in tests/streams/worker/.)
+They need no broker, so they run in the fast suite.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ from typing import Any
 import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from worker_support import TEST_CONFIG, Produced, engine_differences, make_stream, oracle
 
 from schemas import EventDecoder
 from streams.engine.metrics import observe
@@ -30,6 +28,13 @@ from streams.worker.merge import MergedView
 from streams.worker.metrics import WorkerMetrics, gc_clock
 from streams.worker.partition import PartitionState
 from streams.worker.tables import CheckpointError, CheckpointStore
+from tests.integration.worker_support import (
+    TEST_CONFIG,
+    Produced,
+    engine_differences,
+    make_stream,
+    oracle,
+)
 
 
 @dataclass(frozen=True, slots=True)
