@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import sys
 
+from streams.detection import DetectionConfig, default_detection
 from streams.engine.config import EngineConfig, Target
-from streams.engine.detect import DetectionConfig, default_detection
 
 DEMO_TARGETS: tuple[Target, ...] = (
     # Everyone else: a floor.

@@ -18,9 +18,9 @@ from service.app import create_app
 from service.cli_errors import bind, storage_error
 from service.settings import Settings
 from service.traffic import demo_feed, format_duration
+from streams.detection import DetectionConfig
 from streams.embedded import EmbeddedRunner, StorageError
 from streams.engine.config import EngineConfig
-from streams.engine.detect import DetectionConfig
 from streams.sources.simulator import Drop
 
 log = logging.getLogger(__name__)

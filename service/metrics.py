@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from streams.engine.detect import Alert, Detector
+from streams.detection import Alert, Detector
 from streams.engine.engine import Engine, Family
 
 log = logging.getLogger(__name__)

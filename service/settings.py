@@ -21,8 +21,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from streams.detection import DetectionConfig, default_detection
 from streams.engine.config import EngineConfig
-from streams.engine.detect import DetectionConfig, default_detection
 
 Scope = Literal["read", "write", "admin"]
 SCOPES: tuple[Scope, ...] = ("read", "write", "admin")

@@ -53,8 +53,8 @@ import orjson
 
 from schemas.decode import EventDecoder, EventError, encode
 from schemas.event import TouchpointEvent
+from streams.detection import DetectionConfig, Detector, FollowUp, FollowUpUpdate
 from streams.engine.config import EngineConfig
-from streams.engine.detect import DetectionConfig, Detector, FollowUp, FollowUpUpdate
 from streams.engine.engine import Engine, IngestResult
 from streams.engine.pulses import PulseError
 from streams.runner import (

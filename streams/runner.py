@@ -13,7 +13,7 @@ from typing import Any, Final, Literal, Protocol, TypeVar
 
 import msgspec
 
-from streams.engine.detect import Detector, FollowUp, FollowUpUpdate
+from streams.detection import Detector, FollowUp, FollowUpUpdate
 from streams.engine.engine import Engine
 from streams.engine.pulses import PulseError
 

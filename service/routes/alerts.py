@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.deps import IdPath, ReadKey, RunnerDep, WriteKey
-from streams.engine.detect import Detector, FollowUpUpdate
+from streams.detection import Detector, FollowUpUpdate
 
 router = APIRouter(prefix="/v1", tags=["alerts"])
 

@@ -74,9 +74,9 @@ from typing import Any, Final, Literal
 
 import numpy as np
 
+from streams.detection.detector import Alert, _default_min_effect, arcsine_z, compare
 from streams.engine import stats
 from streams.engine.config import DIMENSIONS
-from streams.engine.detect import Alert, _default_min_effect, arcsine_z, compare
 from streams.engine.engine import Engine
 from streams.engine.metrics import BOTTOM, NCOLS, SUM, TOP, FloatArray, N
 from streams.engine.store import SeriesKey

@@ -920,7 +920,7 @@ class Detector:
         Series that stop holding keep the attribution of the last time they held, so a
         resolved alert still says why it fired.
         """
-        from streams.engine import attribution  # it builds on this module
+        from streams.detection import attribution  # it builds on this module
 
         ranked = sorted((ev.q if ev.q is not None else 1.0, k) for k, (holds, ev) in out.items()
                         if holds and ev is not None)

@@ -42,8 +42,8 @@ from aiokafka import TopicPartition as AIOKafkaTopicPartition
 from faust.types import TP
 
 from schemas.decode import EventDecoder
+from streams.detection import Detector
 from streams.engine.config import EngineConfig
-from streams.engine.detect import Detector
 from streams.engine.engine import Engine
 from streams.worker import scores as sc
 from streams.worker.alerts import load_alerts

@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from streams.engine.detect import Alert, DetectionConfig, Detector, FollowUp
+from streams.detection import Alert, DetectionConfig, Detector, FollowUp
 from streams.worker.reader import TopicFollower, read_compacted
 from streams.worker.settings import WorkerSettings
 

@@ -17,8 +17,8 @@ from operator import attrgetter
 from typing import Literal, Protocol
 
 from schemas.decode import EventDecoder
+from streams.detection import FollowUp, FollowUpRule, followups
 from streams.engine.config import EngineConfig
-from streams.engine.detect import FollowUp, FollowUpRule, followups
 from streams.engine.engine import Engine
 from streams.engine.pulses import PulseError
 from streams.runner import apply_command

@@ -28,7 +28,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from kafka.partitioner.default import murmur2
 
 from schemas.decode import EventDecoder, EventError, encode
-from streams.engine.detect import (
+from streams.detection import (
     DetectionConfig,
     Detector,
     FollowUp,

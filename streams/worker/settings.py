@@ -13,8 +13,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streams.detection import DetectionConfig, default_detection
 from streams.engine.config import EngineConfig
-from streams.engine.detect import DetectionConfig, default_detection
 
 _DAY_MS = 86_400_000
 
@@ -62,7 +62,7 @@ class WorkerSettings(BaseSettings):
     """JSON file with the engine configuration; defaults when unset."""
     detection_config: Path | None = None
     """JSON ``DetectionConfig`` for the alerts the group leader publishes; default rules
-    when unset (``streams.engine.detect.default_detection``)."""
+    when unset (``streams.detection.default_detection``)."""
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
     standby_replicas: Annotated[int, Field(ge=0, le=10)] = 1
 

@@ -31,8 +31,8 @@ from worker_support import (
     write_config,
 )
 
+from streams.detection import Detector, FollowUpUpdate
 from streams.embedded import EmbeddedRunner
-from streams.engine.detect import Detector, FollowUpUpdate
 from streams.worker.runner import KafkaRunner
 from streams.worker.settings import WorkerSettings
 from streams.worker.topics import ensure_topics

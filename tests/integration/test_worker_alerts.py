@@ -14,7 +14,7 @@ import orjson
 import pytest
 from worker_support import TEST_CONFIG, Workers, producer, read_all, worker_settings, write_config
 
-from streams.engine.detect import DetectionConfig, DropRule, FollowUpRule
+from streams.detection import DetectionConfig, DropRule, FollowUpRule
 from streams.worker.topics import ensure_topics
 
 pytestmark = pytest.mark.slow

@@ -18,8 +18,8 @@ from service_support import ADMIN, CONFIG, auth
 from service.app import create_app
 from service.metrics import read_alerts, read_scoreboard
 from service.settings import Settings
+from streams.detection import DetectionConfig, Detector, DropRule, FollowUpRule
 from streams.embedded import EmbeddedRunner
-from streams.engine.detect import DetectionConfig, Detector, DropRule, FollowUpRule
 
 DETECTION = DetectionConfig(
     drops=(DropRule(name="csat-drop", metric="csat", scopes=(("channel",),), hold_seconds=0,

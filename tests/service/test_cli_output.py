@@ -26,9 +26,9 @@ from service.app import create_app
 from service.demo import demo_detection, demo_engine_config
 from service.settings import Settings
 from service.traffic import demo_feed
+from streams.detection import default_detection
 from streams.embedded import EmbeddedRunner
 from streams.engine.config import EngineConfig
-from streams.engine.detect import default_detection
 from streams.sources.simulator import SEGMENTS
 from streams.sources.sinks import HttpSink, SendReport
 

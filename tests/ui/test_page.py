@@ -26,9 +26,9 @@ from pydantic import SecretStr
 from deploy.kafka.broker import free_port
 from service.app import create_app
 from service.settings import Settings
+from streams.detection import DetectionConfig, DropRule
 from streams.embedded import EmbeddedRunner
 from streams.engine.config import EngineConfig, Target
-from streams.engine.detect import DetectionConfig, DropRule
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "artifacts" / "ui"

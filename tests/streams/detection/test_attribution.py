@@ -25,15 +25,20 @@ from hypothesis import strategies as st
 
 from schemas import EventDecoder
 from schemas.event import Csat, Nps, TouchpointEvent
-from streams.engine.attribution import (
+from streams.detection import (
     DOMINANT,
+    Alert,
     Attribution,
+    DetectionConfig,
+    Detector,
+    DropRule,
+    Evidence,
     attribute,
+    compare,
     explaining_parents,
     group_alerts,
 )
 from streams.engine.config import ContinuousWindow, EngineConfig
-from streams.engine.detect import Alert, DetectionConfig, Detector, DropRule, Evidence, compare
 from streams.engine.engine import Engine
 from streams.engine.metrics import BOTTOM, NCOLS, SUM, SUMSQ, TOP, N, score
 from streams.sources.airline import DEFAULT_START, events

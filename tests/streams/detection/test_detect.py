@@ -20,8 +20,7 @@ from pydantic import ValidationError
 from scipy import stats as sps
 
 from schemas.event import Ces, Csat, Nps, Outcome, TouchpointEvent
-from streams.engine.config import EngineConfig, Target
-from streams.engine.detect import (
+from streams.detection import (
     AlertBook,
     AlertChange,
     Baseline,
@@ -43,6 +42,7 @@ from streams.engine.detect import (
     screen_drops,
     siegmund_arl,
 )
+from streams.engine.config import EngineConfig, Target
 from streams.engine.engine import Engine
 from streams.engine.metrics import BOTTOM, NCOLS, TOP, N, observe, rows
 

@@ -13,8 +13,7 @@ from typing import Any
 import orjson
 
 from schemas.decode import EventDecoder
-from streams.engine.config import EngineConfig
-from streams.engine.detect import (
+from streams.detection import (
     AlertChange,
     DetectionConfig,
     Detector,
@@ -23,6 +22,7 @@ from streams.engine.detect import (
     FollowUpBook,
     FollowUpUpdate,
 )
+from streams.engine.config import EngineConfig
 from streams.engine.engine import Engine
 from streams.worker.alerts import DetectorMirror, status_key
 
