@@ -13,12 +13,13 @@ install: ## create .venv and install touchstream with its dev tools
 run: install ## the embedded service on :8080 with simulated traffic (chat drops after 10 min)
 	$(VENV)/bin/touchstream serve --simulate 20 --drop channel=chat:15:10m
 
-test: ## the whole suite as CI runs it: install, ruff, mypy, unit + integration tests
+test: ## the whole suite as CI runs it: install, ruff, mypy, import contracts, unit + integration tests
 	bash scripts/test.sh
 
-lint: install ## ruff and mypy only
+lint: install ## ruff, mypy and the import contracts only
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 bench: install ## benchmark scripts (print figures and ratios measured in one run)
 	$(PY) benchmarks/bench_decode.py

@@ -67,5 +67,7 @@ echo "== ruff"
 .venv/bin/ruff check --no-cache .
 echo "== mypy"
 .venv/bin/mypy
+echo "== import contracts (import-linter, pyproject.toml)"
+.venv/bin/lint-imports --no-cache
 echo "== pytest"
 .venv/bin/python -m pytest "$@"

@@ -1,6 +1,31 @@
-"""Detection over the engine's aggregates: alert rules, the detector, alert and follow-up
-books, and what explains a drop. Callers import from this package."""
+"""Drop, target and drift detection over the engine's aggregates; alert and follow-up books.
 
+Transport-free: ``Detector.evaluate(engine, now)`` reads the engine's bucketed sums and
+returns ``AlertChange`` records, which a runner publishes on ``touchstream.alerts`` (or
+writes to the embedded store). ``now`` is event time (the engine watermark), so a replay
+of the same events evaluated at the same watermarks gives the same alerts.
+
+Modules, each importing only those listed before it (and ``streams.engine``, which never
+imports this package):
+
+- ``rules``: the configuration: drop, target, drift and follow-up rules, windows,
+  baselines, durations, ``DetectionConfig`` and ``default_detection``.
+- ``significance``: the tests of "window below baseline" (``compare``), false-discovery
+  control across a drop rule's family (``screen_drops``), the drift CUSUM and its run
+  length (``lower_cusum``, ``siegmund_arl``), and the ``Evidence`` an alert carries.
+- ``alerts``: ``Alert``, its state changes (``AlertChange``), stable ids, and the
+  ``AlertBook`` that runs the pending -> firing -> resolved lifecycle.
+- ``spans``: which buckets a rule's window and baseline cover, which series it watches.
+- ``attribution``: what explains a drop (a shift-share decomposition with drill-down),
+  and alerts grouped under the one that explains them.
+- ``followups``: single answers that need a human, ``FollowUpBook``, ``FollowUpUpdate``.
+- ``detector``: ``Detector``, which evaluates the rules against an engine with all of the
+  above and snapshots its books.
+
+Callers import from this package (``from streams.detection import Detector``).
+"""
+
+from streams.detection.alerts import Alert, AlertBook, AlertChange, AlertState, alert_id, book_key
 from streams.detection.attribution import (
     DOMINANT,
     AlertGroup,
@@ -11,34 +36,27 @@ from streams.detection.attribution import (
     explaining_parents,
     group_alerts,
 )
-from streams.detection.detector import (
-    Alert,
-    AlertBook,
-    AlertChange,
+from streams.detection.detector import Detector
+from streams.detection.followups import FollowUp, FollowUpBook, FollowUpUpdate, followups
+from streams.detection.rules import (
     AlertRule,
-    AlertState,
     Baseline,
-    Comparison,
     DetectionConfig,
-    Detector,
     DriftRule,
     DropRule,
-    Evidence,
-    Finding,
-    FollowUp,
-    FollowUpBook,
     FollowUpRule,
-    FollowUpUpdate,
     TargetRule,
     Window,
-    alert_id,
-    arcsine_z,
-    book_key,
-    compare,
     default_detection,
-    followups,
-    lower_cusum,
     parse_duration,
+)
+from streams.detection.significance import (
+    Comparison,
+    Evidence,
+    Finding,
+    arcsine_z,
+    compare,
+    lower_cusum,
     screen_drops,
     siegmund_arl,
 )

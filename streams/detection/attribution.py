@@ -31,7 +31,7 @@ Each decomposition is exact on its own, but levels do not nest exactly: the cont
 of (channel, segment) cells within chat add up to nearly, not exactly, chat's contribution
 in the channel decomposition (the midpoint weights differ).
 
-Significance of a value's own change uses the tests of drop detection (``detect.compare``:
+Significance of a value's own change uses the tests of drop detection (``significance.compare``:
 two-proportion on the arcsine scale for shares, the NPS multinomial SE, Welch's t for
 means; one-sided, "window below baseline"), with Benjamini-Hochberg q-values across the
 values of one decomposition. ``mix_p`` is the two-sided arcsine test of the change in the
@@ -74,7 +74,9 @@ from typing import Any, Final, Literal
 
 import numpy as np
 
-from streams.detection.detector import Alert, _default_min_effect, arcsine_z, compare
+from streams.detection.alerts import Alert
+from streams.detection.rules import default_min_effect
+from streams.detection.significance import arcsine_z, compare
 from streams.engine import stats
 from streams.engine.config import DIMENSIONS
 from streams.engine.engine import Engine
@@ -641,7 +643,7 @@ def _journey(engine: Engine, index: SeriesIndex, metric: str, scope: Scope,
     q = stats.benjamini_hochberg([c.p for c in comparisons]).tolist() if family else []
     dropped = tuple(f"{tp} ({m})" for (m, tp, _), c, qi in zip(family, comparisons, q,
                                                                strict=True)
-                    if qi <= alpha and c.effect >= _default_min_effect(m))
+                    if qi <= alpha and c.effect >= default_min_effect(m))
     by_tp = next((a for a in by if a.dimensions == ("touchpoint",)), None)
     mix_fraction = (None if by_tp is None or not by_tp.total < 0.0
                     else _num(by_tp.mix / by_tp.total))
