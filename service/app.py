@@ -30,9 +30,8 @@ from service.routes import (
     ui,
 )
 from service.settings import Settings
-from streams.embedded import StorageError
 from streams.engine.config import EngineConfig
-from streams.runner import Runner
+from streams.runner import Runner, RunnerUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -182,12 +181,11 @@ def create_app(
         ]
         return JSONResponse({"detail": errors}, status_code=422)
 
-    @app.exception_handler(StorageError)
-    async def unavailable(request: Request, exc: StorageError) -> JSONResponse:
-        log.error("storage unavailable: %s", exc)
-        return JSONResponse(
-            {"detail": {"field": "$", "reason": f"storage unavailable: {exc.reason}"}},
-            status_code=503, headers={"Retry-After": "5"})
+    @app.exception_handler(RunnerUnavailable)
+    async def unavailable(request: Request, exc: RunnerUnavailable) -> JSONResponse:
+        log.error("%s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse({"detail": {"field": "$", "reason": exc.answer}},
+                            status_code=503, headers={"Retry-After": str(exc.retry_after)})
 
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return app

@@ -63,6 +63,7 @@ from streams.runner import (
     PULSE_START,
     EventOutcome,
     PulseRequest,
+    RunnerUnavailable,
     apply_command,
     encode_pulse_start,
 )
@@ -114,13 +115,15 @@ DeadLetter = tuple[float, str, str | None, str | None, str, bytes]
 State = Literal["new", "open", "closed", "failed"]
 
 
-class StorageError(RuntimeError):
-    """The data directory or database cannot be used; names the path and the reason."""
+class StorageError(RunnerUnavailable):
+    """The data directory or database cannot be used; names the path and the reason.
+
+    A :class:`~streams.runner.RunnerUnavailable` (``what`` is ``storage``): the API
+    answers 503 without the path; the command line names it."""
 
     def __init__(self, path: Path, reason: str) -> None:
-        super().__init__(f"touchstream storage at {path}: {reason}")
+        super().__init__("storage", reason, message=f"touchstream storage at {path}: {reason}")
         self.path = path
-        self.reason = reason
 
 
 # -- error translation -----------------------------------------------------------------

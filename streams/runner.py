@@ -19,6 +19,31 @@ from streams.engine.pulses import PulseError
 
 Status = Literal["accepted", "duplicate", "late", "rejected"]
 T = TypeVar("T")
+RETRY_AFTER: Final = 5
+"""Seconds a client is told to wait (``Retry-After``) when a runner cannot serve."""
+
+
+class RunnerUnavailable(RuntimeError):
+    """The runner cannot serve now: its storage is closed or broken, its broker is
+    unreachable, its merged view has failed or is not started.
+
+    Any :class:`Runner` method may raise it; the API answers 503 with ``Retry-After:
+    retry_after`` and ``answer`` as the reason. ``what`` is the part that is unavailable
+    (``storage``, ``Kafka``, ``merged view``), ``reason`` why; ``message`` (the
+    exception's text, for logs and the command line) defaults to ``answer``.
+    """
+
+    def __init__(self, what: str, reason: str, *, retry_after: int = RETRY_AFTER,
+                 message: str | None = None) -> None:
+        self.what = what
+        self.reason = reason
+        self.retry_after = retry_after
+        super().__init__(message or self.answer)
+
+    @property
+    def answer(self) -> str:
+        """What a client is told: ``<what> unavailable: <reason>``."""
+        return f"{self.what} unavailable: {self.reason}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +119,8 @@ def apply_command(engine: Engine, kind: str, payload: bytes) -> None:
 
 
 class Runner(Protocol):
-    """The API's view of a runner."""
+    """The API's view of a runner. Any method may raise :class:`RunnerUnavailable`
+    when the runner cannot serve now (the API answers 503 with ``Retry-After``)."""
 
     async def submit(self, items: Sequence[Any]) -> list[EventOutcome]:
         """Validate and durably accept parsed JSON events; return one outcome each.

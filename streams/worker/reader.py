@@ -26,6 +26,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.engine.config import EngineConfig
 from streams.engine.engine import Engine
+from streams.runner import RunnerUnavailable
 from streams.worker.merge import MergedView
 from streams.worker.settings import WorkerSettings
 
@@ -112,8 +113,12 @@ class TopicFollower:
             self._error = exc
 
     def _raise_error(self) -> None:
+        """:class:`RunnerUnavailable` (a ``RuntimeError``) once the background reader
+        has failed: the view stopped following its topics."""
         if self._error is not None:
-            raise RuntimeError(f"the reader of {self.topics} failed") from self._error
+            raise RunnerUnavailable(
+                "merged view", f"the reader of {self.topics} failed "
+                               f"({type(self._error).__name__}: {self._error})") from self._error
 
     def _require(self) -> AIOKafkaConsumer:
         if self._consumer is None:

@@ -42,6 +42,7 @@ from streams.runner import (
     PULSE_START,
     EventOutcome,
     PulseRequest,
+    RunnerUnavailable,
     apply_command,
     encode_pulse_start,
 )
@@ -104,8 +105,11 @@ class KafkaRunner:
         self._failure = "stopped"
 
     def _require(self) -> AIOKafkaProducer:
+        """The producer; :class:`RunnerUnavailable` (503) before ``start``, after
+        ``stop``, or once the merged view's reader has failed."""
         if self._producer is None or self._failure:
-            raise RuntimeError(f"the Kafka runner is not ready: {self._failure}")
+            raise RunnerUnavailable("Kafka", f"the runner is not ready ({self._failure})")
+        self.reader.engine()  # RunnerUnavailable when its reader has failed
         return self._producer
 
     async def submit(self, items: Sequence[Any]) -> list[EventOutcome]:
@@ -266,6 +270,7 @@ class KafkaRunner:
 
     async def dead_letters(self, limit: int, offset: int) -> list[dict[str, Any]]:
         """The newest dead letters from the topic (offset pages within the newest)."""
+        self._require()
         found = await read_dead_letters(self.settings, limit + offset)
         return [
             {"kind": d["status"], "field": d["field"], "reason": d["reason"],
@@ -281,6 +286,8 @@ class KafkaRunner:
             return False, self._failure
         try:
             self.reader.engine()
-        except Exception as exc:  # the reader's own failure, reported as the reason
+        except RunnerUnavailable as exc:  # the reader's own failure, reported as the reason
+            return False, exc.answer
+        except Exception as exc:
             return False, f"merged view unavailable: {exc}"
         return True, f"ok (merged view of {len(self.reader.source_offsets())} partitions)"
