@@ -3,22 +3,27 @@
 ``EventDecoder`` is the one entry point every runner uses: the Kafka worker, the HTTP
 ingestion route and the file replay. It checks the structure and scales (in msgspec)
 and then what needs a clock: events too far in the future, or too old to be real.
+
+An acceptable event costs one msgspec call. A rejected one is looked at again, field by
+field, so that the error lists every problem of the event (``EventError.problems``),
+not only the first one msgspec met: that work is done only for rejected events.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import cast
+from datetime import datetime, timedelta
+from typing import Any, Final, cast
 
 import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from schemas.event import KINDS, SCHEMA_VERSION, TouchpointEvent
+from schemas.event import KIND_OF, KINDS, SCHEMA_VERSION, TouchpointEvent, _Touchpoint
 
 _AT_PATH = re.compile(r"^(?P<reason>.*?) - at `\$(?P<path>[^`]*)`$", re.DOTALL)
 _MISSING = re.compile(
@@ -34,44 +39,128 @@ _REASONS = {
 }
 
 
-class EventError(ValueError):
-    """A rejected event: ``field`` is a dotted path into the event (``$`` for the whole)."""
+Problem = tuple[str, str]
+"""One problem of an event: (field, reason)."""
 
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
+
+class EventError(ValueError):
+    """A rejected event: ``field`` is a dotted path into the event (``$`` for the whole)
+    and ``reason`` says what is wrong with it. ``problems`` holds every problem found,
+    this first one included, in the order of the schema's fields (the checks that need
+    a clock come last)."""
+
+    def __init__(self, field: str, reason: str, more: Sequence[Problem] = ()) -> None:
+        message = f"{field}: {reason}"
+        super().__init__(f"{message} (and {len(more)} more)" if more else message)
         self.field = field
         self.reason = reason
+        self.problems: tuple[Problem, ...] = ((field, reason), *more)
 
-    def as_dict(self) -> dict[str, str]:
-        """The error as it is reported over HTTP and in dead-letter headers."""
-        return {"field": self.field, "reason": self.reason}
+    @classmethod
+    def of(cls, problems: Sequence[Problem]) -> EventError:
+        """The error of a non-empty list of problems, the first one leading."""
+        (field, reason), *more = problems
+        return cls(field, reason, more)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The error as it is reported over HTTP: the first problem's ``field`` and
+        ``reason``, and ``problems``, all of them (a list of one when there is one)."""
+        return {"field": self.field, "reason": self.reason,
+                "problems": [{"field": f, "reason": r} for f, r in self.problems]}
 
 
-def _field_of(path: str) -> str:
+def _field_of(path: str, name: str = "") -> str:
+    """The dotted field of a msgspec path; ``name`` is the field of a value checked on
+    its own (its error paths start at that value)."""
+    if name:
+        return name + path
     path = path.lstrip(".")
     return path or "$"
 
 
-def explain(exc: msgspec.DecodeError | msgspec.ValidationError) -> EventError:
-    """Turn a msgspec error into an ``EventError`` naming the field and the reason."""
-    message = str(exc)
+def _describe(message: str, name: str = "") -> Problem | None:
+    """(field, reason) of a msgspec validation message, or None when it names no field."""
     missing = _MISSING.match(message)
     if missing:
-        prefix = _field_of(missing.group("path") or "")
+        prefix = _field_of(missing.group("path") or "", name)
         field = missing.group("field") if prefix == "$" else f"{prefix}.{missing.group('field')}"
-        return EventError(field, "is required")
+        return field, "is required"
     at = _AT_PATH.match(message)
     if at:
         reason = at.group("reason")
         # A __post_init__ message carries its own path; prefer it.
         inner = _AT_PATH.match(reason)
         if inner:
-            return EventError(_field_of(inner.group("path")), inner.group("reason"))
-        field = _field_of(at.group("path"))
-        return EventError(field, _REASONS.get((field, reason.split(" '")[0]), reason))
+            return _field_of(inner.group("path"), name), inner.group("reason")
+        field = _field_of(at.group("path"), name)
+        return field, _REASONS.get((field, reason.split(" '")[0]), reason)
+    if name:
+        return name, _REASONS.get((name, message.split(" '")[0]), message)
+    return None
+
+
+def explain(exc: msgspec.DecodeError | msgspec.ValidationError) -> EventError:
+    """Turn a msgspec error into an ``EventError`` naming the field and the reason."""
+    message = str(exc)
+    found = _describe(message)
+    if found:
+        return EventError(*found)
     if isinstance(exc, msgspec.ValidationError):
         return EventError("$", message)
     return EventError("$", f"not valid JSON ({message})")
+
+
+# -- every problem of a rejected event -------------------------------------------------
+
+_TAG: Final = "kind"
+_TOP: Final = re.compile(r"[.\[]")
+"""Where a field path leaves its top-level field."""
+_CLASS_OF: Final[dict[str, type]] = {kind: cls for cls, kind in KIND_OF.items()}
+_RAW_OBJECT: Final = msgspec.json.Decoder(dict[str, msgspec.Raw])
+"""An event's members as raw JSON, each to be decoded on its own."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Field:
+    name: str
+    """Its JSON name."""
+    required: bool
+    type: Any
+    """Its annotated type: what the event decoder checks it against."""
+    decoder: msgspec.json.Decoder[Any]
+    """A JSON decoder of that type alone."""
+
+
+@functools.cache
+def _fields(cls: type) -> tuple[_Field, ...]:
+    """The fields of an event class in the schema's order: msgspec's, which is also the
+    order of ``required`` in the published JSON Schema (the tag, ``kind``, is not among
+    them; it comes before them all)."""
+    return tuple(_Field(f.encode_name, f.required, f.type, msgspec.json.Decoder(f.type))
+                 for f in msgspec.structs.fields(cls))
+
+
+def _check_raw(spec: _Field, raw: Any) -> tuple[Any, Problem | None]:
+    """One raw JSON member decoded as the event decoder would: (value, problem)."""
+    try:
+        return spec.decoder.decode(raw), None
+    except msgspec.ValidationError as exc:
+        return None, _describe(str(exc), spec.name)
+    except msgspec.DecodeError as exc:  # its JSON was read: only its bytes can be wrong
+        if "UTF-8" not in str(exc):
+            raise
+        return None, (spec.name, f"not valid UTF-8 ({_utf8_problem(bytes(raw))})")
+
+
+def _check_value(spec: _Field, value: Any) -> tuple[Any, Problem | None]:
+    """One parsed member converted as ``EventDecoder.convert`` would: (value, problem)."""
+    try:
+        return msgspec.convert(value, spec.type), None
+    except msgspec.ValidationError as exc:
+        return None, _describe(str(exc), spec.name)
+
+
+_TAG_FIELD: Final = _Field(_TAG, True, str, msgspec.json.Decoder(str))
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +264,14 @@ class EventDecoder:
                 # msgspec >= 0.23 reports bad UTF-8 itself instead of raising
                 # UnicodeDecodeError: give the same reason with either version.
                 raise EventError("$", f"not valid UTF-8 ({_utf8_problem(data)})") from None
-            raise explain(exc) from None
+            first = explain(exc)
+            if first.field == "$":  # not JSON, not an object: nothing more to look at
+                raise first from None
+            try:
+                members = _RAW_OBJECT.decode(data)
+            except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+                raise first from None
+            raise self._every_problem(first, members, _check_raw) from None
         except UnicodeDecodeError as exc:
             raise EventError("$", f"not valid UTF-8 ({exc.reason})") from None
         except RecursionError:
@@ -187,7 +283,7 @@ class EventDecoder:
         try:
             event: TouchpointEvent = msgspec.convert(obj, TouchpointEvent)
         except msgspec.ValidationError as exc:
-            raise explain(exc) from None
+            raise self._every_problem(explain(exc), obj, _check_value) from None
         except RecursionError:
             raise EventError("$", "nested too deeply") from None
         try:  # a str from Python (not from JSON bytes) may hold lone surrogates
@@ -200,17 +296,67 @@ class EventDecoder:
     def check_time(self, event: TouchpointEvent, now: float) -> None:
         """Reject event times too far ahead of ``now`` (epoch seconds) or implausibly old."""
         at = event.occurred_at.timestamp()
+        if at > now + self._future or at < now - self._age:
+            raise EventError("occurred_at", self._time_reason(at, now))
+
+    def _time_reason(self, at: float, now: float) -> str:
+        """Why ``at`` fails ``check_time`` against ``now`` (it does)."""
         if at > now + self._future:
             ahead = timedelta(seconds=round(at - now))
-            raise EventError(
-                "occurred_at",
-                f"is {ahead} in the future (at most {self._limits.max_future} allowed)",
-            )
-        if at < now - self._age:
-            raise EventError(
-                "occurred_at",
-                f"is older than the oldest accepted age ({self._limits.max_age.days} days)",
-            )
+            return f"is {ahead} in the future (at most {self._limits.max_future} allowed)"
+        return f"is older than the oldest accepted age ({self._limits.max_age.days} days)"
+
+    def _every_problem(self, first: EventError, members: Any,
+                       check: Callable[[_Field, Any], tuple[Any, Problem | None]]
+                       ) -> EventError:
+        """``first`` (what msgspec said of a rejected event) with every other problem of
+        the event: each member is checked on its own against its field's type, in the
+        schema's order, with ``kind`` first (it decides the other fields); a required
+        field that is absent is a problem; the checks across fields (``__post_init__``)
+        are msgspec's own, made only once every field is right on its own; the clock
+        checks come last, when ``occurred_at`` is a time. ``members`` are the event's
+        members (raw JSON or parsed values, as ``check`` takes them); anything but an
+        object, or a problem with the whole value, stays one problem."""
+        if first.field == "$" or not isinstance(members, dict):
+            return first
+        try:
+            return EventError.of(self._problems(first, members, check))
+        except Exception:  # noqa: BLE001 - never worse than msgspec's own answer
+            return first
+
+    def _problems(self, first: EventError, members: dict[Any, Any],
+                  check: Callable[[_Field, Any], tuple[Any, Problem | None]]
+                  ) -> list[Problem]:
+        problems: list[Problem] = []
+        cls: type = _Touchpoint  # the fields every kind has, when the kind is not known
+        if first.field == _TAG:  # msgspec reads the tag before anything else
+            problems.append((first.field, first.reason))
+        else:
+            kind, _ = check(_TAG_FIELD, members[_TAG]) if _TAG in members else (None, None)
+            cls = _CLASS_OF.get(kind, _Touchpoint) if isinstance(kind, str) else _Touchpoint
+        at: datetime | None = None
+        for spec in _fields(cls):
+            if spec.name not in members:
+                if spec.required:
+                    problems.append((spec.name, "is required"))
+                continue
+            value, problem = check(spec, members[spec.name])
+            if problem is not None:
+                problems.append(problem)
+            elif spec.name == "occurred_at":
+                at = value
+        if (first.field, first.reason) not in problems:
+            # Every field is right on its own, so the check across fields failed (or
+            # msgspec saw what the members do not show, such as a key given twice):
+            # msgspec's own problem, in its field's place.
+            problems.append((first.field, first.reason))
+            order = {name: i for i, name in enumerate((_TAG, *(f.name for f in _fields(cls))))}
+            problems.sort(key=lambda p: order.get(_TOP.split(p[0], maxsplit=1)[0], len(order)))
+        if at is not None:
+            stamp, now = at.timestamp(), self._clock()
+            if stamp > now + self._future or stamp < now - self._age:
+                problems.append(("occurred_at", self._time_reason(stamp, now)))
+        return problems
 
 
 def encode(event: TouchpointEvent) -> bytes:

@@ -158,7 +158,8 @@ def score_command(
     window: Annotated[str, typer.Option(help="Continuous window name.")] = "7d",
     scope: Annotated[str, typer.Option(help="Dimensions, comma separated.")] = "",
 ) -> None:
-    """Score a JSONL file of events; rejects are listed with field and reason."""
+    """Score a JSONL file of events; rejects are listed with every problem (field and
+    reason) of each."""
     engine = Engine(EngineConfig())
     decoder = EventDecoder()
     rejects: list[dict[str, Any]] = []
@@ -192,9 +193,9 @@ def score_command(
                          engine.scores("continuous", window, scope=dims)))
     say(f"events: accepted {engine.counters['accepted']:,}, late {late:,}, "
                   f"duplicates {duplicates:,}, rejected {len(rejects):,}")
-    for reject in rejects[:20]:
-        say(f"  rejected line {reject['line']}: {reject['field']}: "
-                      f"{reject['reason']}")
+    for reject in rejects[:20]:  # every problem of the event, in the schema's order
+        problems = "; ".join(f"{p['field']}: {p['reason']}" for p in reject["problems"])
+        say(f"  rejected line {reject['line']}: {problems}")
 
 
 @app.command("serve")

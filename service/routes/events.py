@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request, Response
+from pydantic import BaseModel, Field
 
+from schemas.decode import EventDecoder, EventError, Problem
 from service.deps import ReadKey, RunnerDep, SettingsDep, WriteKey
+from streams.runner import EventOutcome
 
 router = APIRouter(prefix="/v1", tags=["events"])
 
@@ -28,6 +32,72 @@ _BODY_SCHEMA = {
         }}},
     }
 }
+
+
+class EventProblem(BaseModel):
+    """One problem of a rejected event."""
+
+    field: str = Field(description="Dotted path of the offending field (`$` for the whole "
+                                   "event).", examples=["value"])
+    reason: str = Field(description="What is wrong with it.",
+                        examples=["Expected `int` <= 5"])
+
+
+class EventResult(BaseModel):
+    """What became of one submitted event."""
+
+    index: int = Field(description="Its position in the submitted batch.")
+    status: Literal["accepted", "duplicate", "late", "rejected"]
+    event_id: str | None = Field(description="Its `event_id`, when it has one.")
+    field: str | None = Field(description="`rejected`: the field of the first problem; "
+                                          "`late`: `occurred_at`; otherwise null.")
+    reason: str | None = Field(description="`rejected`: the reason of the first problem; "
+                                           "`late`: why it is late; otherwise null.")
+    problems: list[EventProblem] = Field(
+        default_factory=list,
+        description="`rejected` only: every problem of the event, in the schema's field "
+                    "order (checks against the clock last); the first is `field` and "
+                    "`reason`. Absent on other results.")
+
+
+class EventsAnswer(BaseModel):
+    """Counts by outcome, and one result per submitted event in submission order."""
+
+    accepted: int
+    duplicates: int
+    late: int
+    rejected: int
+    results: list[EventResult]
+
+
+_DECODER = EventDecoder()
+"""Finds every problem of an event the runner rejected (the runners keep the first)."""
+
+
+def _problems(item: Any, outcome: EventOutcome) -> list[dict[str, str]]:
+    """Every problem of a rejected item, the runner's own (its field and reason) first."""
+    first: Problem = (outcome.field or "$", outcome.reason or "rejected")
+    try:
+        _DECODER.convert(item)
+        found: tuple[Problem, ...] = ()
+    except EventError as exc:
+        found = exc.problems
+    if not found or found[0] != first:  # another clock or limits than the runner's
+        found = (first, *(p for p in found if p[0] != first[0]))
+    return [{"field": field, "reason": reason} for field, reason in found]
+
+
+def _results(items: list[Any], outcomes: list[EventOutcome]) -> list[dict[str, Any]]:
+    """The answer's ``results``: rejected events with every problem they have."""
+    results: list[dict[str, Any]] = []
+    for o in outcomes:
+        result: dict[str, Any] = {"index": o.index, "status": o.status,
+                                  "event_id": o.event_id, "field": o.field,
+                                  "reason": o.reason}
+        if o.status == "rejected":
+            result["problems"] = _problems(items[o.index], o)
+        results.append(result)
+    return results
 
 
 def _items(body: bytes, max_batch: int) -> list[Any]:
@@ -55,15 +125,17 @@ def _items(body: bytes, max_batch: int) -> list[Any]:
 
 
 @router.post("/events", openapi_extra=_BODY_SCHEMA,
-             responses={400: {"description": "Not JSON, or not an event batch"},
+             responses={200: {"model": EventsAnswer, "description": "One result per event"},
+                        400: {"description": "Not JSON, or not an event batch"},
                         413: {"description": "Body or batch too large"}})
 async def post_events(request: Request, runner: RunnerDep, settings: SettingsDep,
-                      _: WriteKey) -> dict[str, Any]:
+                      _: WriteKey) -> Response:
     """Validate and ingest events; idempotent on ``event_id``.
 
     Answers once every accepted event is durable, with one result per event in
     submission order: ``accepted``, ``duplicate`` (already counted), ``late`` (kept
-    with its reason, not counted) or ``rejected`` (with the field and the reason).
+    with its reason, not counted) or ``rejected`` (with every problem of the event in
+    ``problems``, the first one also as ``field`` and ``reason``).
     """
     body = await request.body()
     try:
@@ -78,17 +150,18 @@ async def post_events(request: Request, runner: RunnerDep, settings: SettingsDep
     outcomes = await runner.submit(items)
     counts = Counter(o.status for o in outcomes)
     request.app.state.metrics.observe_outcomes(counts)
-    return {
+    answer = {
         "accepted": counts["accepted"],
         "duplicates": counts["duplicate"],
         "late": counts["late"],
         "rejected": counts["rejected"],
-        "results": [
-            {"index": o.index, "status": o.status, "event_id": o.event_id,
-             "field": o.field, "reason": o.reason}
-            for o in outcomes
-        ],
+        # (finding every problem of many rejects takes a while: not on the event loop)
+        "results": (await asyncio.to_thread(_results, items, outcomes)
+                    if counts["rejected"] else _results(items, outcomes)),
     }
+    # Documented by EventsAnswer, written as it is (validating 10,000 results against
+    # the model would cost more than ingesting them).
+    return Response(orjson.dumps(answer), media_type="application/json")
 
 
 @router.get("/dead-letters")

@@ -115,6 +115,7 @@ async def test_rejected_with_reason_counted_and_dead_lettered(
     assert result["status"] == "rejected"
     assert result["field"] == field
     assert reason in result["reason"]
+    assert result["problems"] == [{"field": field, "reason": result["reason"]}]  # only one
     assert await outcome_count(client, app, runner, "rejected") == before + 1
     letters = (await client.get("/v1/dead-letters?limit=1", headers=auth(READ))).json()
     newest = letters["items"][0]
@@ -122,6 +123,28 @@ async def test_rejected_with_reason_counted_and_dead_lettered(
     assert reason in newest["reason"]
     assert orjson.loads(newest["payload"]) == item  # the original payload, whole
     await still_serving(client, 1)
+
+
+async def test_every_mistake_of_one_event_is_named(
+    client: httpx.AsyncClient, app: Any, runner: EmbeddedRunner,
+) -> None:
+    item = {**_without("customer_id"), "value": 0, "channel": {"name": "chat"},
+            "occurred_at": (NOW + timedelta(days=400)).isoformat(), "stage": "delight"}
+    before = await outcome_count(client, app, runner, "rejected")
+    response = await client.post("/v1/events", json=[item, event(2)], headers=auth())
+    result, good = response.json()["results"]
+    assert (result["status"], good["status"]) == ("rejected", "accepted")
+    problems = [(p["field"], p["reason"]) for p in result["problems"]]
+    assert [f for f, _ in problems] == ["value", "customer_id", "stage", "channel",
+                                        "occurred_at"]
+    assert "in the future" in problems[-1][1]
+    assert (result["field"], result["reason"]) == problems[0]
+    with pytest.raises(EventError) as err:  # the Kafka and file path say the same
+        EventDecoder().decode(orjson.dumps(item))
+    assert [f for f, _ in err.value.problems] == [f for f, _ in problems]
+    assert await outcome_count(client, app, runner, "rejected") == before + 1  # one event
+    newest = (await client.get("/v1/dead-letters?limit=1", headers=auth(READ))).json()
+    assert (newest["items"][0]["field"], newest["items"][0]["reason"]) == problems[0]
 
 
 async def test_huge_integer_is_rejected_not_wrapped(client: httpx.AsyncClient) -> None:

@@ -132,11 +132,14 @@ def test_rejects_bad_input_naming_field_and_reason(
         decoder.decode(data)
     assert caught.value.field == field
     assert caught.value.reason == reason
-    assert caught.value.as_dict() == {"field": field, "reason": reason}
+    assert caught.value.problems == ((field, reason),)  # one problem: nothing more to say
+    assert str(caught.value) == f"{field}: {reason}"
+    assert caught.value.as_dict() == {"field": field, "reason": reason,
+                                      "problems": [{"field": field, "reason": reason}]}
 
 
 def one_by_one(decoder: EventDecoder, values: list[bytes | None]) -> list[Any]:
-    """What ``decode`` makes of each value: the event, or (field, reason)."""
+    """What ``decode`` makes of each value: the event, or its problems."""
     out: list[Any] = []
     for value in values:
         try:
@@ -144,16 +147,20 @@ def one_by_one(decoder: EventDecoder, values: list[bytes | None]) -> list[Any]:
                 raise EventError("$", "empty message (no value)")
             out.append(decoder.decode(value))
         except EventError as exc:
-            out.append((exc.field, exc.reason))
+            out.append(exc.problems)
     return out
 
 
 VALID = [raw(event_id=f"evt-{i}", occurred_at=f"2026-11-24T11:{i:02d}:30Z", value=1 + i % 5)
          for i in range(12)] + [raw(occurred_at="2026-11-24T12:14:59Z")]
+MANY = [raw(value=9, customer_id=..., occurred_at="yesterday"),
+        raw(kind="stars", event_id="", occurred_at="2026-11-25T12:00:00Z"),
+        raw(kind="rating", value=3, na_code=3, occurred_at="1990-01-01T00:00:00Z")]
+"""Events with more than one problem."""
 
 
 @given(st.lists(st.one_of(st.sampled_from(VALID), st.sampled_from([b for b, _, _ in BAD]),
-                          st.none()), max_size=40))
+                          st.sampled_from(MANY), st.none()), max_size=40))
 def test_decode_many_equals_decode_one_by_one(values: list[bytes | None]) -> None:
     decoder = EventDecoder(clock=NOW.timestamp)
     batch = decoder.decode_many(values)
@@ -164,7 +171,8 @@ def test_decode_many_equals_decode_one_by_one(values: list[bytes | None]) -> Non
         got[position] = decoded
     for position, exc in batch.errors:
         assert got[position] is None, "a value both decoded and rejected"
-        got[position] = (exc.field, exc.reason)
+        assert exc.problems[0] == (exc.field, exc.reason)
+        got[position] = exc.problems
     assert got == expected
     assert [index for index, _ in batch.errors] == sorted(index for index, _ in batch.errors)
     assert batch.stamps.tolist() == [e.occurred_at.timestamp() for e in batch.events]

@@ -13,7 +13,9 @@ from service_support import ADMIN, NOW, READ, WRITE, auth, event
 
 from service.app import create_app
 from service.metrics import read_scoreboard
+from service.routes import events as events_route
 from service.settings import Settings, parse_api_keys
+from streams.runner import EventOutcome
 
 
 async def post(client: httpx.AsyncClient, events: Any, key: str = WRITE) -> httpx.Response:
@@ -79,6 +81,62 @@ async def test_batch_outcomes_in_order_with_reasons(client: httpx.AsyncClient) -
     assert again.json()["results"][0]["status"] == "duplicate"
     letters = (await client.get("/v1/dead-letters", headers=auth(READ))).json()["items"]
     assert {(d["field"], d["reason"]) for d in letters} >= {("value", "Expected `int` <= 5")}
+
+
+async def test_a_rejected_event_lists_every_problem(client: httpx.AsyncClient) -> None:
+    broken = event(20, value=9, occurred_at="yesterday", segment="")
+    del broken["customer_id"]
+    response = await post(client, [event(21), broken, {"kind": "stars", "value": 1}])
+    assert response.status_code == 200
+    accepted, rejected, unknown = response.json()["results"]
+    assert "problems" not in accepted
+    assert (rejected["status"], rejected["field"], rejected["reason"]) == (
+        "rejected", "value", "Expected `int` <= 5")
+    assert rejected["problems"] == [
+        {"field": "value", "reason": "Expected `int` <= 5"},
+        {"field": "occurred_at", "reason": "Invalid RFC3339 encoded datetime"},
+        {"field": "customer_id", "reason": "is required"},
+        {"field": "segment", "reason": "Expected `str` of length >= 1"},
+    ]
+    assert [(p["field"], p["reason"]) for p in unknown["problems"]] == [
+        ("kind", "unknown kind (expected one of csat, nps, ces, rating, outcome, sentiment)"),
+        *[(f, "is required") for f in ("event_id", "occurred_at", "customer_id",
+                                       "touchpoint", "channel")]]
+    one = (await post(client, event(22, value="4"))).json()["results"][0]
+    assert one["problems"] == [{"field": "value", "reason": "Expected `int`, got `str`"}]
+    # dead letters keep the first problem, as before
+    letters = (await client.get("/v1/dead-letters", headers=auth(READ))).json()["items"]
+    assert ("value", "Expected `int` <= 5") in {(d["field"], d["reason"]) for d in letters}
+
+
+def test_the_runners_first_problem_leads_even_on_another_clock() -> None:
+    # a runner on another clock (or other limits) rejected an event this route's
+    # decoder would accept, or for another time: its own problem stays first
+    future = event(30, occurred_at=(NOW + timedelta(hours=3)).isoformat())
+    outcome = EventOutcome(0, "rejected", "evt-30", "occurred_at", "is far away")
+    assert events_route._problems(future, outcome) == [
+        {"field": "occurred_at", "reason": "is far away"}]
+    late_and_bad = {**future, "value": 9}
+    outcome = EventOutcome(0, "rejected", "evt-30", "value", "Expected `int` <= 5")
+    assert [p["field"] for p in events_route._problems(late_and_bad, outcome)] == [
+        "value", "occurred_at"]
+    odd = EventOutcome(0, "rejected", "evt-30", "event_id", "is odd")
+    first, second, third = events_route._problems(late_and_bad, odd)
+    assert (first, second) == ({"field": "event_id", "reason": "is odd"},
+                               {"field": "value", "reason": "Expected `int` <= 5"})
+    assert third["field"] == "occurred_at" and "in the future" in third["reason"]
+
+
+async def test_the_answer_to_events_is_documented(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    answer = spec["paths"]["/v1/events"]["post"]["responses"]["200"]
+    assert answer["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/EventsAnswer"}
+    result = spec["components"]["schemas"]["EventResult"]["properties"]
+    assert result["problems"]["items"] == {"$ref": "#/components/schemas/EventProblem"}
+    assert "every problem" in result["problems"]["description"]
+    assert set(spec["components"]["schemas"]["EventProblem"]["required"]) == {"field",
+                                                                             "reason"}
 
 
 async def test_single_event_and_bare_array_bodies(client: httpx.AsyncClient) -> None:
