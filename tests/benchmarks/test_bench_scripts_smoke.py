@@ -75,3 +75,12 @@ def test_bench_instructions() -> None:
     # (300 once gave a negative difference).
     out = run("bench_instructions.py", "--events", "3000", "--warm", "300")
     figure(out, r"^  working tree\s+" + NUMBER + " instructions/event")
+
+
+def test_bench_detection() -> None:
+    out = run("bench_detection.py", "--quick", "--detector", "current")
+    figure(out, r"^bench_detection: \d+ runs in \d+ s; " + NUMBER + " ms per evaluation")
+    for detector in ("current",):
+        figure(out, r"^\s+1,000\s+csat -10 pt\s+" + NUMBER + r" min.*")
+        found = re.search(rf"^\s+{detector}\s+1,000/h\s+flat:\s+{NUMBER} \[", out, re.MULTILINE)
+        assert found, f"no false-alarm line for {detector} in:\n{out}"
