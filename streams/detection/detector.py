@@ -30,7 +30,14 @@ from streams.detection.alerts import AlertBook, AlertChange, Outcome, alert_id, 
 from streams.detection.followups import FollowUp, FollowUpBook, followups
 from streams.detection.rules import DetectionConfig, DriftRule, DropRule, TargetRule
 from streams.detection.significance import Evidence, compare, iso, lower_cusum, screen_drops
-from streams.detection.spans import Dense, baseline_span, oldest, select_series, window_span
+from streams.detection.spans import (
+    Dense,
+    baseline_span,
+    copies,
+    oldest,
+    select_series,
+    window_span,
+)
 from streams.engine.engine import Engine
 from streams.engine.metrics import FloatArray, N, score
 from streams.engine.store import Granularity, SeriesKey
@@ -112,6 +119,9 @@ class Detector:
         bspan = baseline_span(engine, rule, wspan, now)
         if not sids:
             return {}
+        # A copy of a coarser series (a dimension with one value) is not a test of its own.
+        repeated = copies(engine, sids, dense(wspan), dense(bspan))
+        sids = [sid for sid, dup in zip(sids, repeated, strict=True) if not dup]
         findings = screen_drops(rule, rule.metric, dense(wspan)[sids], dense(bspan)[sids])
         out: dict[SeriesKey, Outcome] = {}
         for sid, f in zip(sids, findings, strict=True):

@@ -8,6 +8,7 @@ once per evaluation and shares the sums between rules.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import combinations
 
 import numpy as np
 
@@ -106,3 +107,32 @@ def select_series(engine: Engine, rule: AlertRule) -> list[int]:
         raise ValueError(f"rule {rule.name}: scopes {sorted(missing)} are not configured")
     return [sid for sid, (dims, _, metric) in enumerate(engine.series.keys)
             if metric == rule.metric and dims in scopes]
+
+
+def copies(engine: Engine, sids: list[int], *aggregates: FloatArray) -> list[bool]:
+    """Which of ``sids`` repeat a coarser series among ``sids``: a series whose rows in
+    every one of ``aggregates`` (n and sums, per series id) equal those of an ancestor
+    (the same values on a subset of its dimensions, e.g. ``segment=unspecified`` when
+    segment has one value, and the overall series) tests nothing its ancestor does not.
+
+    Such a series is one test with its ancestor, not a second one: it is left out of
+    the multiple-testing family and alerts only through the coarsest scope.
+    """
+    keys = engine.series.keys
+    index = {keys[sid]: sid for sid in sids}
+    out: list[bool] = []
+    for sid in sids:
+        dims, values, metric = keys[sid]
+        found = False
+        for size in range(len(dims)):
+            for picked in combinations(range(len(dims)), size):
+                parent = index.get((tuple(dims[i] for i in picked),
+                                    tuple(values[i] for i in picked), metric))
+                if parent is not None and all(np.array_equal(a[sid], a[parent])
+                                              for a in aggregates):
+                    found = True
+                    break
+            if found:
+                break
+        out.append(found)
+    return out

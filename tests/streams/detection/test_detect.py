@@ -42,6 +42,7 @@ from streams.detection import (
     screen_drops,
     siegmund_arl,
 )
+from streams.detection.spans import Dense, baseline_span, window_span
 from streams.engine.config import EngineConfig, Target
 from streams.engine.engine import Engine
 from streams.engine.metrics import BOTTOM, NCOLS, TOP, N, observe, rows
@@ -583,3 +584,37 @@ def test_followups_come_from_answers_that_need_a_human_in_key_segments() -> None
     restored = FollowUpBook(closed_kept=10)
     restored.restore(msgspec.msgpack.decode(msgspec.msgpack.encode(book.state())))
     assert restored.state() == book.state()
+
+
+def test_a_copy_of_its_parent_is_one_test_and_alerts_once_on_the_coarsest_scope() -> None:
+    # Every answer has segment "smb": the segment=smb series is the overall series again.
+    config = EngineConfig(scopes=((), ("channel",), ("segment",)))
+    events: list[TouchpointEvent] = []
+    for i, channel in enumerate(("chat", "phone")):
+        events += csat_stream(channel, T0, LIVE, 4, 0.85, seed=60 + i)
+        share = 0.5 if channel == "chat" else 0.85
+        events += csat_stream(channel, LIVE, LIVE + HOUR, 300, share, seed=70 + i)
+    engine = Engine(config)
+    rule = drop_rule(scopes=None, hold_seconds=0)
+    [changes] = replay(engine, [Detector(DetectionConfig(drops=(rule,)))], events,
+                       every=300, evaluate_from=LIVE + HOUR - 300)
+    fired = {tuple(c.alert.scope.items()): c.alert for c in changes if c.state == "firing"}
+    assert set(fired) == {(), (("channel", "chat"),)}  # not segment=smb: it is the overall
+
+    # The family is overall, chat and phone: three tests, not four.
+    keys = engine.series.keys
+    sids = [keys.index(k) for k in (((), (), "csat"), (("channel",), ("chat",), "csat"),
+                                    (("channel",), ("phone",), "csat"))]
+    assert engine.watermark is not None
+    detector = Detector(DetectionConfig(drops=(rule,)))
+    dense = Dense(engine)
+    wspan = window_span(engine, rule.name, rule.window, engine.watermark)
+    bspan = baseline_span(engine, rule, wspan, engine.watermark)
+    expected = screen_drops(rule, "csat", dense(wspan)[sids], dense(bspan)[sids])
+    detector.evaluate(engine, engine.watermark)
+    assert expected[0] is not None
+    q_by_scope = {tuple(a.scope.items()): a.evidence.q for a in detector.alerts.active.values()
+                  if a.evidence is not None}
+    assert q_by_scope[()] == pytest.approx(expected[0].q)
+    assert expected[1] is not None
+    assert q_by_scope[(("channel", "chat"),)] == pytest.approx(expected[1].q)
