@@ -372,14 +372,20 @@ def _summary(report: Any, repeat_hint: str) -> None:
 
 @app.command("worker")
 def worker_command() -> None:
-    """Run one Kafka worker (faust-streaming); settings from TOUCHSTREAM_* variables.
+    """Run one Kafka worker (faust-streaming); settings from TOUCHSTREAM_* variables and
+    the TOUCHSTREAM_CONFIG file.
 
     Start as many as you like with the same TOUCHSTREAM_APP_ID: they share the input
     partitions; see streams/worker/README.md.
     """
     from streams.worker.__main__ import main as worker_main
+    from streams.worker.settings import WorkerSettings
 
-    worker_main()
+    try:
+        settings = WorkerSettings()
+    except (pydantic.ValidationError, ValueError) as exc:
+        raise settings_error(exc) from exc
+    worker_main(settings)
 
 
 @app.command("api")

@@ -1,4 +1,6 @@
-"""Service settings: one frozen object, read from ``TOUCHSTREAM_*`` environment variables.
+"""Service settings: one frozen object, read from ``TOUCHSTREAM_*`` environment variables
+and the TOML file named by ``TOUCHSTREAM_CONFIG`` (``streams.settings``, shared with the
+workers).
 
 Secrets (API keys) are ``SecretStr`` and are hashed as soon as they are parsed; outside
 ``development`` a placeholder key refuses to start the service.
@@ -7,22 +9,13 @@ Secrets (API keys) are ``SecretStr`` and are hashed as soon as they are parsed; 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    TomlConfigSettingsSource,
-)
 
-from streams.detection import DetectionConfig, default_detection
-from streams.engine.config import EngineConfig
+from streams.settings import TouchstreamSettings
 
 Scope = Literal["read", "write", "admin"]
 SCOPES: tuple[Scope, ...] = ("read", "write", "admin")
@@ -78,10 +71,9 @@ def _has_placeholder(spec: str) -> bool:
     return False
 
 
-class Settings(BaseSettings):
-    """Everything the service reads from its environment."""
-
-    model_config = SettingsConfigDict(env_prefix="TOUCHSTREAM_", frozen=True, extra="ignore")
+class Settings(TouchstreamSettings):
+    """Everything the service reads from its environment and the shared TOML file
+    (``engine_config``, ``detection_config`` and their loaders come from the base)."""
 
     environment: Literal["development", "production"] = "development"
     runner: Literal["embedded", "kafka"] = "embedded"
@@ -93,33 +85,11 @@ class Settings(BaseSettings):
     max_body_bytes: Annotated[int, Field(ge=1024)] = 8 * 1024 * 1024
     max_batch: Annotated[int, Field(ge=1, le=100_000)] = 10_000
     max_page: Annotated[int, Field(ge=1, le=10_000)] = 1000
-    engine_config: Path | None = None
-    detection_config: Path | None = None
     metrics_windows: tuple[str, ...] = ("continuous:15m", "continuous:1h", "continuous:24h",
                                         "periodic:day")
     metrics_refresh_seconds: Annotated[float, Field(gt=0)] = 5.0
     kafka_bootstrap: str = "127.0.0.1:9092"
     snapshot_every: Annotated[int, Field(ge=1)] = 50_000
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Arguments, then ``TOUCHSTREAM_*`` variables, then the optional TOML file named
-        by ``TOUCHSTREAM_CONFIG`` (same keys, lower case, without the prefix)."""
-        config_file = os.environ.get("TOUCHSTREAM_CONFIG")
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        if config_file:
-            path = Path(config_file)
-            if not path.is_file():
-                raise ValueError(f"TOUCHSTREAM_CONFIG: {path} is not a file")
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
-        return tuple(sources)
 
     @field_validator("metrics_windows", mode="before")
     @classmethod
@@ -142,19 +112,4 @@ class Settings(BaseSettings):
     def keys(self) -> tuple[ApiKey, ...]:
         """The configured API keys, hashed."""
         return parse_api_keys(self.api_keys.get_secret_value())
-
-    def load_engine_config(self) -> EngineConfig:
-        """The engine configuration: the JSON file named by ``engine_config``, or defaults."""
-        if self.engine_config is None:
-            return EngineConfig()
-        data = json.loads(self.engine_config.read_text(encoding="utf-8"))
-        return EngineConfig.model_validate(data)
-
-    def load_detection_config(self, engine: EngineConfig) -> DetectionConfig:
-        """Alert and follow-up rules: the JSON file named by ``detection_config``, or
-        ``default_detection`` for the engine configuration."""
-        if self.detection_config is None:
-            return default_detection(engine)
-        data = json.loads(self.detection_config.read_text(encoding="utf-8"))
-        return DetectionConfig.model_validate(data)
 

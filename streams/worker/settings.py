@@ -1,4 +1,5 @@
-"""Worker settings: one frozen object read from ``TOUCHSTREAM_*`` environment variables.
+"""Worker settings: one frozen object read from ``TOUCHSTREAM_*`` environment variables
+and the TOML file named by ``TOUCHSTREAM_CONFIG``, the API's file too (``streams.settings``).
 
 Every topic name, partition count and retention is a setting, so several deployments
 (or test runs) can share one Kafka cluster without seeing each other's data.
@@ -6,27 +7,23 @@ Every topic name, partition count and retention is a setting, so several deploym
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from streams.detection import DetectionConfig, default_detection
-from streams.engine.config import EngineConfig
+from streams.settings import TouchstreamSettings
 
 _DAY_MS = 86_400_000
 
 
-class WorkerSettings(BaseSettings):
-    """Everything a ``touchstream worker`` reads from its environment.
+class WorkerSettings(TouchstreamSettings):
+    """Everything a ``touchstream worker`` reads from its environment and the shared TOML
+    file (``engine_config``, ``detection_config`` and their loaders come from the base).
 
     The input topic, the partials topic and the checkpoint changelog always have
     ``topic_partitions`` partitions: state is kept per input partition.
     """
-
-    model_config = SettingsConfigDict(env_prefix="TOUCHSTREAM_", frozen=True, extra="ignore")
 
     kafka_bootstrap: str = "127.0.0.1:9092"
     """Comma-separated ``host:port`` list of brokers."""
@@ -58,11 +55,6 @@ class WorkerSettings(BaseSettings):
     state_dir: Path = Path("data/worker")
     store: str = "rocksdb://"
     """Faust table store: ``rocksdb://`` (production) or ``memory://`` (tests)."""
-    engine_config: Path | None = None
-    """JSON file with the engine configuration; defaults when unset."""
-    detection_config: Path | None = None
-    """JSON ``DetectionConfig`` for the alerts the group leader publishes; default rules
-    when unset (``streams.detection.default_detection``)."""
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
     standby_replicas: Annotated[int, Field(ge=0, le=10)] = 1
 
@@ -148,17 +140,3 @@ class WorkerSettings(BaseSettings):
     def dead_letter_partitions(self) -> int:
         """Partitions of the dead-letter topic (default: as many as the input)."""
         return self.dlq_partitions or self.topic_partitions
-
-    def load_detection_config(self, engine: EngineConfig) -> DetectionConfig:
-        """The alert rules: the JSON file named by ``detection_config``, or the defaults."""
-        if self.detection_config is None:
-            return default_detection(engine)
-        data = json.loads(self.detection_config.read_text(encoding="utf-8"))
-        return DetectionConfig.model_validate(data)
-
-    def load_engine_config(self) -> EngineConfig:
-        """The engine configuration: the JSON file named by ``engine_config``, or defaults."""
-        if self.engine_config is None:
-            return EngineConfig()
-        data = json.loads(self.engine_config.read_text(encoding="utf-8"))
-        return EngineConfig.model_validate(data)
