@@ -81,7 +81,8 @@ async def main() -> None:
     port = free_port()
     with tempfile.TemporaryDirectory() as data_dir:
         env = {**os.environ, "TOUCHSTREAM_DATA_DIR": data_dir, "TOUCHSTREAM_PORT": str(port),
-               "TOUCHSTREAM_API_KEYS": f"bench:read+write:{KEY}"}
+               "TOUCHSTREAM_API_KEYS": f"bench:read+write:{KEY}",
+               "TOUCHSTREAM_RATE_LIMIT": "0"}  # measured: the API, not its limiter
         server = subprocess.Popen([sys.executable, "-m", "service", "serve"], env=env,  # noqa: S603
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:

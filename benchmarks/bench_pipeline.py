@@ -325,7 +325,8 @@ async def measure_embedded(records: list[tuple[bytes, bytes]], batch: int, concu
     data_dir = root / f"embedded-{uuid.uuid4().hex[:8]}"  # fresh state each round
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOUCHSTREAM_")}
     env.update({"TOUCHSTREAM_DATA_DIR": str(data_dir), "TOUCHSTREAM_PORT": str(port),
-                "TOUCHSTREAM_API_KEYS": f"bench:read+write:{key}"})
+                "TOUCHSTREAM_API_KEYS": f"bench:read+write:{key}",
+                "TOUCHSTREAM_RATE_LIMIT": "0"})  # the ingest path, not its limiter
     bodies = [b'{"events":[' + b",".join(v for _, v in records[i:i + batch]) + b"]}"
               for i in range(0, len(records), batch)]
     log = (root / "serve.log").open("wb")

@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.auth import KeyRing, require
 from service.metrics import ServiceMetrics, read_alerts, read_scoreboard
+from service.ratelimit import TokenBuckets
 from service.routes import (
     alerts,
     customers,
@@ -143,9 +144,14 @@ def create_app(
     )
     app.state.settings = settings
     app.state.runner = runner
-    app.state.keyring = KeyRing(settings.keys())
     app.state.registry = registry or CollectorRegistry()
-    app.state.metrics = ServiceMetrics(app.state.registry, engine_config.scope_dimensions())
+    app.state.metrics = service_metrics = ServiceMetrics(app.state.registry,
+                                                         engine_config.scope_dimensions())
+    app.state.keyring = KeyRing(
+        settings.keys(), path=settings.api_keys_file,
+        on_reload=lambda ok: service_metrics.key_reloads.labels("ok" if ok else "failed").inc())
+    app.state.limiter = (TokenBuckets(settings.rate_limit, settings.rate_burst)
+                         if settings.rate_limit > 0 else None)
 
     for module in (health, scores, journeys, customers, pulses, events, alerts, ui, docs):
         app.include_router(module.router)

@@ -148,6 +148,19 @@ class ServiceMetrics:
             registry=registry,
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5),
         )
+        self.rate_limited = Counter(
+            "touchstream_api_rate_limited",
+            "Requests refused with 429 because their API key spent its rate limit, by key "
+            "name (bounded by the configured keys).",
+            ["key"], registry=registry,
+        )
+        self.key_reloads = Counter(
+            "touchstream_api_key_reloads",
+            "Reloads of the API keys file, by outcome (a failed one keeps the old keys).",
+            ["outcome"], registry=registry,
+        )
+        for outcome in ("ok", "failed"):
+            self.key_reloads.labels(outcome)
         registry.register(_ScoreboardCollector(self))
 
     def observe_outcomes(self, counts: TallyCounter[str]) -> None:

@@ -38,7 +38,7 @@ def parse_api_keys(spec: str) -> tuple[ApiKey, ...]:
     deployments need not hold plaintext keys at all.
     """
     keys: list[ApiKey] = []
-    for entry in filter(None, (e.strip() for e in spec.split(","))):
+    for entry in filter(None, (e.strip() for e in spec.replace("\n", ",").split(","))):
         parts = entry.split(":", 2)
         if len(parts) != 3 or not all(parts):
             raise ValueError(
@@ -63,7 +63,7 @@ def parse_api_keys(spec: str) -> tuple[ApiKey, ...]:
 
 
 def _has_placeholder(spec: str) -> bool:
-    for entry in spec.split(","):
+    for entry in spec.replace("\n", ",").split(","):
         secret = entry.strip().split(":", 2)[-1]
         if secret.lower() in _PLACEHOLDERS or (secret and len(secret) < 16
                                                and not secret.startswith("sha256:")):
@@ -81,6 +81,14 @@ class Settings(TouchstreamSettings):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 8080
     api_keys: SecretStr = SecretStr("")
+    api_keys_file: Path | None = None
+    """A file with the same entries as ``api_keys`` (commas or new lines between them),
+    re-read when it changes: keys rotate without a restart. It takes over from
+    ``api_keys``."""
+    rate_limit: Annotated[float, Field(ge=0)] = 100.0
+    """Requests a second each API key may make on average (0: no limit)."""
+    rate_burst: Annotated[int, Field(ge=1)] = 400
+    """Requests a key may make at once before ``rate_limit`` applies."""
     public_metrics: bool = True
     max_body_bytes: Annotated[int, Field(ge=1024)] = 8 * 1024 * 1024
     max_batch: Annotated[int, Field(ge=1, le=100_000)] = 10_000
@@ -90,6 +98,9 @@ class Settings(TouchstreamSettings):
     metrics_refresh_seconds: Annotated[float, Field(gt=0)] = 5.0
     kafka_bootstrap: str = "127.0.0.1:9092"
     snapshot_every: Annotated[int, Field(ge=1)] = 50_000
+    dead_letter_max_bytes: Annotated[int, Field(ge=0, le=64 * 1024 * 1024)] = 64 * 1024
+    """Most payload bytes the embedded runner keeps of a dead letter (with the size and
+    SHA-256 of all of it); the Kafka runner reads it from the worker settings."""
 
     @field_validator("metrics_windows", mode="before")
     @classmethod
@@ -100,7 +111,7 @@ class Settings(TouchstreamSettings):
 
     @model_validator(mode="after")
     def _safe_keys(self) -> Settings:
-        spec = self.api_keys.get_secret_value()
+        spec = self._key_spec()
         parse_api_keys(spec)
         if self.environment != "development" and (not spec or _has_placeholder(spec)):
             raise ValueError(
@@ -109,7 +120,16 @@ class Settings(TouchstreamSettings):
             )
         return self
 
+    def _key_spec(self) -> str:
+        if self.api_keys_file is None:
+            return self.api_keys.get_secret_value()
+        try:
+            return self.api_keys_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"TOUCHSTREAM_API_KEYS_FILE: cannot read {self.api_keys_file}"
+                             f" ({exc})") from exc
+
     def keys(self) -> tuple[ApiKey, ...]:
         """The configured API keys, hashed."""
-        return parse_api_keys(self.api_keys.get_secret_value())
+        return parse_api_keys(self._key_spec())
 

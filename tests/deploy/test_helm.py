@@ -216,9 +216,19 @@ def test_the_api_keys_secret_generated_or_existing() -> None:
         "ops:read:0123456789abcdef0123"
     existing = documents(template([PRODUCTION_VALUES]))
     assert by_kind(existing, "Secret") == []
-    api = container(one(existing, "Deployment", "-api"))
-    ref = {e["name"]: e for e in api["env"]}["TOUCHSTREAM_API_KEYS"]["valueFrom"]
-    assert ref["secretKeyRef"] == {"name": "touchstream-api-keys", "key": "api-keys"}
+    # The keys reach the API as a file from the Secret (re-read on change: rotation
+    # without a restart), never as an environment variable.
+    deployment = one(existing, "Deployment", "-api")
+    api = container(deployment)
+    env = {e["name"]: e for e in api["env"]}
+    assert "TOUCHSTREAM_API_KEYS" not in env
+    path = Path(env["TOUCHSTREAM_API_KEYS_FILE"]["value"])
+    (mount,) = [m for m in api["volumeMounts"] if m["mountPath"] == str(path.parent)]
+    assert mount["readOnly"] is True
+    volume = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}[
+        mount["name"]]
+    assert volume["secret"] == {"secretName": "touchstream-api-keys",
+                                "items": [{"key": "api-keys", "path": path.name}]}
 
 
 def test_the_engine_config_is_one_config_map_for_api_and_workers() -> None:

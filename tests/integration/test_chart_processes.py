@@ -68,6 +68,7 @@ class Pod:
                   for c in workload["spec"].get("volumeClaimTemplates", [])}
         config_maps = {d["metadata"]["name"]: d.get("data", {})
                        for d in by_kind(docs, "ConfigMap")}
+        secret_values = secret_data(docs, outside)
         self.mounts: dict[str, Path] = {}
         for mount in self.spec.get("volumeMounts", []):
             local = self.root / "volumes" / mount["name"]
@@ -78,11 +79,15 @@ class Pod:
             elif "configMap" in volume:
                 for file_name, text in config_maps[volume["configMap"]["name"]].items():
                     (local / file_name).write_text(text)
+            elif "secret" in volume:
+                values = secret_values[volume["secret"]["secretName"]]
+                for item in volume["secret"].get("items") or [
+                        {"key": k, "path": k} for k in values]:
+                    (local / item["path"]).write_text(values[item["key"]])
             else:
                 assert "emptyDir" in volume, volume
             self.mounts[mount["mountPath"]] = local
         env = image_env()
-        secret_values = secret_data(docs, outside)
         for entry in self.spec["env"]:
             source = entry.get("valueFrom", {})
             if "value" in entry:
@@ -262,6 +267,19 @@ def test_the_rendered_worker_and_api_containers_score_events(
              lambda: sum(counts := owned()) == 4 and min(counts) >= 1, pods, 120)
     # The state volume holds the rocksdb store.
     assert any(pods[0].mounts["/var/lib/touchstream/state"].rglob("*")), "no state written"
+    # Key rotation: the kubelet swaps the Secret's files in place; the API follows
+    # without a restart (the old key is refused, the new one served).
+    rotated = secrets.token_hex(16)
+    keys_dir = api_pod.mounts["/etc/touchstream/keys"]
+    (keys_dir / "api-keys.new").write_text(f"ops:read+write+admin:{rotated}")
+    (keys_dir / "api-keys.new").replace(keys_dir / "api-keys")
+
+    def status(with_key: str) -> int:
+        return httpx.get(f"{url}/v1/scores", headers={"Authorization": f"Bearer {with_key}"},
+                         timeout=5).status_code
+
+    wait_for("the rotated key served", lambda: status(rotated) == 200, pods, 30)
+    assert status(key) == 401
     # SIGTERM: the API drains and exits by the signal (uvicorn re-raises it); the
     # workers checkpoint every partition and exit 0.
     assert api_pod.stop() in (0, -signal.SIGTERM), api_pod.log_tail()
