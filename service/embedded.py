@@ -80,7 +80,8 @@ async def run(settings: Settings, simulate: float = 0.0, drops: Sequence[Drop] =
         try:
             runner = EmbeddedRunner(settings.data_dir, config,
                                     snapshot_every=settings.snapshot_every,
-                                    detection=detection)
+                                    detection=detection,
+                                    dead_letter_max_bytes=settings.dead_letter_max_bytes)
             await asyncio.to_thread(runner.open)
         except StorageError as exc:
             raise storage_error(exc.path, exc.reason) from exc

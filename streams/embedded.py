@@ -23,9 +23,14 @@ Tables (``<data_dir>/touchstream.db``):
   ``batch`` is the first ``seq`` of the submission, so replay re-forms the batches.
 - ``snapshots(seq, taken_at, data)``: engine snapshots; ``seq`` is the last log row
   they include.
-- ``dead_letters(id, received_at, kind, event_id, field, reason, payload)``:
-  ``invalid`` events with the original JSON, and ``late`` events (unique per event id,
-  so a replay that re-derives them does not write them twice).
+- ``dead_letters(id, received_at, kind, event_id, field, reason, payload, size, sha256,
+  source_index)``: the dead-letter contract (``streams.deadletters``): ``invalid``
+  events, ``late`` events (unique per event id, so a replay that re-derives them does
+  not write them twice) and ``bad_body`` bodies refused whole; ``payload`` is the first
+  ``dead_letter_max_bytes`` of the bytes received (an event's own bytes in its batch
+  body), ``size`` and ``sha256`` those of all of them, ``source_index`` the event's
+  position in its batch. Storage version 1 (before the contract) is migrated in place
+  on open: its rows get their size and digest, payloads are cut to the cap.
 
 A lock file (``touchstream.lock``, ``flock``) keeps a second process off the same
 directory: two writers would interleave their log sequence numbers.
@@ -53,6 +58,19 @@ import orjson
 
 from schemas.decode import EventDecoder, EventError, encode
 from schemas.event import TouchpointEvent
+from streams.deadletters import (
+    DEFAULT_MAX_BYTES,
+    HTTP,
+    LATE_FIELD,
+    LATE_REASON,  # noqa: F401 - re-exported (tests, callers)
+    ItemBytes,
+    Kept,
+    keep,
+    late_reason,
+    letter,
+    original,
+)
+from streams.deadletters import source as dead_source
 from streams.detection import DetectionConfig, Detector, FollowUp, FollowUpUpdate
 from streams.engine.config import EngineConfig
 from streams.engine.engine import Engine, IngestResult
@@ -74,8 +92,10 @@ T = TypeVar("T")
 
 DB_NAME: Final = "touchstream.db"
 LOCK_NAME: Final = "touchstream.lock"
-STORAGE_VERSION: Final = "1"
-LATE_REASON: Final = "older than the watermark minus the allowed lateness"
+STORAGE_VERSION: Final = "2"
+MIGRATABLE: Final = ("1",)
+"""Older storage versions ``open()`` migrates in place (1: dead letters before the
+contract, without size, digest and batch index)."""
 DUPLICATE_REASON: Final = "event_id already received"
 
 _SCHEMA: Final = (
@@ -90,14 +110,20 @@ _SCHEMA: Final = (
     "record BLOB NOT NULL)",
     "CREATE TABLE IF NOT EXISTS dead_letters (id INTEGER PRIMARY KEY AUTOINCREMENT, "
     "received_at REAL NOT NULL, kind TEXT NOT NULL, event_id TEXT, field TEXT, "
-    "reason TEXT NOT NULL, payload BLOB NOT NULL)",
+    "reason TEXT NOT NULL, payload BLOB NOT NULL, size INTEGER, sha256 TEXT, "
+    "source_index INTEGER)",
     "CREATE UNIQUE INDEX IF NOT EXISTS dead_letters_late ON dead_letters (event_id) "
     "WHERE kind = 'late'",
 )
 _INSERT_LOG: Final = "INSERT INTO log (seq, kind, payload, batch) VALUES (?, ?, ?, ?)"
 _INSERT_DEAD: Final = (
-    "INSERT OR IGNORE INTO dead_letters (received_at, kind, event_id, field, reason, payload) "
-    "VALUES (?, ?, ?, ?, ?, ?)"
+    "INSERT OR IGNORE INTO dead_letters (received_at, kind, event_id, field, reason, payload, "
+    "size, sha256, source_index) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_MIGRATE_V1: Final = (
+    "ALTER TABLE dead_letters ADD COLUMN size INTEGER",
+    "ALTER TABLE dead_letters ADD COLUMN sha256 TEXT",
+    "ALTER TABLE dead_letters ADD COLUMN source_index INTEGER",
 )
 
 _INSERT_CHANGE: Final = (
@@ -109,8 +135,9 @@ _INSERT_FOLLOWUP: Final = (
 DETECT_EVERY: Final = 60
 """Event-time seconds between detector evaluations (replays evaluate at the same points)."""
 
-DeadLetter = tuple[float, str, str | None, str | None, str, bytes]
-"""A ``dead_letters`` row to insert: received_at, kind, event_id, field, reason, payload."""
+DeadLetter = tuple[float, str, str | None, str | None, str, bytes, int, str, int | None]
+"""A ``dead_letters`` row to insert: received_at, kind, event_id, field, reason, payload
+(the first ``dead_letter_max_bytes``), size, sha256, source_index."""
 
 State = Literal["new", "open", "closed", "failed"]
 
@@ -169,14 +196,6 @@ def _item_event_id(item: object) -> str | None:
     return None
 
 
-def _item_payload(item: object) -> bytes:
-    """The original JSON of a rejected item (``repr`` when it is not JSON-serializable)."""
-    try:
-        return orjson.dumps(item, option=orjson.OPT_NON_STR_KEYS)
-    except TypeError:
-        return repr(item).encode("utf-8", errors="replace")
-
-
 def _config_differences(stored: str, current: EngineConfig) -> list[str]:
     """Top-level configuration fields that differ between the stored and current config."""
     try:
@@ -217,9 +236,13 @@ class EmbeddedRunner:
         snapshot_every: int = 50_000,
         clock: Callable[[], float] = time.time,
         detection: DetectionConfig | None = None,
+        dead_letter_max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         if snapshot_every < 1:
             raise ValueError("snapshot_every must be at least 1")
+        if dead_letter_max_bytes < 0:
+            raise ValueError("dead_letter_max_bytes must not be negative")
+        self.dead_letter_max_bytes = dead_letter_max_bytes
         self.data_dir = Path(data_dir)
         self.path = self.data_dir / DB_NAME
         self.config = config
@@ -359,10 +382,29 @@ class EmbeddedRunner:
                 ])
                 return
         self._check_meta(meta)
+        if meta.get("storage_version") != STORAGE_VERSION:
+            self._migrate()
+
+    def _migrate(self) -> None:
+        """Storage version 1 to 2, in one transaction: the dead letters get their size,
+        digest and (unknown: null) batch index; payloads are cut to the cap."""
+        conn = self._db()
+        with self._transaction():
+            for statement in _MIGRATE_V1:
+                conn.execute(statement)
+            rows = conn.execute("SELECT id, payload FROM dead_letters").fetchall()
+            for row_id, payload in rows:
+                kept = keep(bytes(payload), self.dead_letter_max_bytes)
+                conn.execute("UPDATE dead_letters SET payload = ?, size = ?, sha256 = ? "
+                             "WHERE id = ?", (kept.head, kept.size, kept.sha256, row_id))
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'storage_version'",
+                         (STORAGE_VERSION,))
+        log.info("%s: storage version 1 migrated to %s (%d dead letters)", self.path,
+                 STORAGE_VERSION, len(rows))
 
     def _check_meta(self, meta: dict[str, str]) -> None:
         version = meta.get("storage_version")
-        if version != STORAGE_VERSION:
+        if version != STORAGE_VERSION and version not in MIGRATABLE:
             raise StorageError(self.path, f"storage version {version!r} is not "
                                           f"{STORAGE_VERSION!r}; this touchstream cannot read it")
         stored = meta.get("config", "")
@@ -506,12 +548,21 @@ class EmbeddedRunner:
             reason = self._failure or f"the runner is {self._state}, not open"
             raise StorageError(self.path, reason)
 
-    def _late_row(self, received_at: float, event: TouchpointEvent,
-                  payload: bytes) -> DeadLetter:
-        reason = f"{LATE_REASON} ({self.config.allowed_lateness} s)"
-        return (received_at, "late", event.event_id, "occurred_at", reason, payload)
+    def _dead_row(self, received_at: float, kind: str, event_id: str | None,
+                  field: str | None, reason: str, payload: bytes,
+                  index: int | None) -> DeadLetter:
+        kept = keep(payload, self.dead_letter_max_bytes)
+        return (received_at, kind, event_id, field, reason, kept.head, kept.size,
+                kept.sha256, index)
 
-    def _validate(self, items: Sequence[Any], received_at: float
+    def _late_row(self, received_at: float, event: TouchpointEvent, payload: bytes,
+                  index: int | None = None) -> DeadLetter:
+        """A late event's row: ``payload`` the bytes received (on replay, where only the
+        log's canonical JSON is left, those; the row written at submission wins)."""
+        return self._dead_row(received_at, "late", event.event_id, LATE_FIELD,
+                              late_reason(self.config.allowed_lateness), payload, index)
+
+    def _validate(self, items: Sequence[Any], received_at: float, raw: ItemBytes | None = None
                   ) -> tuple[list[EventOutcome | None], list[tuple[int, TouchpointEvent, bytes]],
                              list[DeadLetter]]:
         """Decode every item: valid events with their canonical JSON, rejects with reasons."""
@@ -525,16 +576,17 @@ class EmbeddedRunner:
                 event_id = _item_event_id(item)
                 outcomes[index] = EventOutcome(index, "rejected", event_id, exc.field,
                                                exc.reason)
-                dead.append((received_at, "invalid", event_id, exc.field, exc.reason,
-                             _item_payload(item)))
+                dead.append(self._dead_row(received_at, "invalid", event_id, exc.field,
+                                           exc.reason, original(items, raw, index), index))
                 continue
             valid.append((index, event, encode(event)))
         return outcomes, valid, dead
 
-    def submit_blocking(self, items: Sequence[Any]) -> list[EventOutcome]:
+    def submit_blocking(self, items: Sequence[Any],
+                        raw: ItemBytes | None = None) -> list[EventOutcome]:
         """:meth:`submit` without the thread hop, for scripts and benchmarks."""
         received_at = self._clock()
-        outcomes, valid, dead = self._validate(items, received_at)
+        outcomes, valid, dead = self._validate(items, received_at, raw)
         with self._lock:
             self._usable()
             first = self._next_seq
@@ -547,7 +599,7 @@ class EmbeddedRunner:
             self._stats.log_rows += len(valid)
             self._since_snapshot += len(valid)
             result = self._ingest([event for _, event, _ in valid], first)
-            self._resolve(outcomes, valid, result, received_at)
+            self._resolve(outcomes, valid, result, received_at, items, raw)
             self._flush_records()
             self._count(len(items), len(dead), result)
             if self._since_snapshot >= self.snapshot_every:
@@ -570,14 +622,16 @@ class EmbeddedRunner:
 
     def _resolve(self, outcomes: list[EventOutcome | None],
                  valid: list[tuple[int, TouchpointEvent, bytes]], result: IngestResult,
-                 received_at: float) -> None:
-        """Fill in accepted/duplicate/late outcomes by identity; store the late ones."""
+                 received_at: float, items: Sequence[Any], raw: ItemBytes | None) -> None:
+        """Fill in accepted/duplicate/late outcomes by identity; store the late ones
+        (with the bytes they were received as)."""
         late = {id(e) for e in result.late}
         duplicates = {id(e) for e in result.duplicates}
         late_rows: list[DeadLetter] = []
-        for index, event, payload in valid:
+        for index, event, _ in valid:
             if id(event) in late:
-                late_rows.append(self._late_row(received_at, event, payload))
+                late_rows.append(self._late_row(received_at, event,
+                                                original(items, raw, index), index))
                 outcomes[index] = EventOutcome(index, "late", event.event_id, "occurred_at",
                                                late_rows[-1][4])
             elif id(event) in duplicates:
@@ -742,17 +796,17 @@ class EmbeddedRunner:
             self._usable()
             try:
                 rows = self._db().execute(
-                    "SELECT id, received_at, kind, field, reason, payload FROM dead_letters "
-                    "ORDER BY id DESC LIMIT ? OFFSET ?", (limit, offset)).fetchall()
+                    "SELECT received_at, kind, field, reason, substr(payload, 1, ?), size, "
+                    "sha256, source_index FROM dead_letters ORDER BY id DESC LIMIT ? OFFSET ?",
+                    (max(self.dead_letter_max_bytes, 1), limit, offset)).fetchall()
             except sqlite3.Error as exc:
                 raise StorageError(self.path, _explain(exc)) from exc
+        cap = self.dead_letter_max_bytes
         return [
-            {"id": row[0],
-             "received_at": datetime.fromtimestamp(row[1], UTC).isoformat(
-                 timespec="milliseconds"),
-             "kind": row[2], "field": row[3], "reason": row[4],
-             "payload": bytes(row[5]).decode("utf-8", errors="replace")}
-            for row in rows
+            letter(kind=kind, field=field, reason=reason, received_at=at,
+                   source=dead_source(HTTP, index=index),
+                   kept=Kept(bytes(head or b""), size, digest), max_bytes=cap)
+            for at, kind, field, reason, head, size, digest, index in rows
         ]
 
     def read_detector_blocking(self, query: Callable[[Detector], T]) -> T:
@@ -772,14 +826,16 @@ class EmbeddedRunner:
 
     # -- the Runner protocol -----------------------------------------------------------
 
-    async def submit(self, items: Sequence[Any]) -> list[EventOutcome]:
+    async def submit(self, items: Sequence[Any],
+                     raw: ItemBytes | None = None) -> list[EventOutcome]:
         """Validate and durably accept events; one outcome each, in submission order.
 
         Answers only after the batch is committed to SQLite (``synchronous=FULL``).
         Raises :class:`StorageError` when it could not be stored; then nothing of the
-        batch was stored or applied.
+        batch was stored or applied. ``raw(i)``: the bytes item ``i`` was received as,
+        kept in its dead letter (without it, the item's JSON).
         """
-        return await asyncio.to_thread(self.submit_blocking, list(items))
+        return await asyncio.to_thread(self.submit_blocking, list(items), raw)
 
     async def read(self, query: Callable[[Engine], T]) -> T:
         """Run a read-only ``query`` against the engine, never mid-batch."""
@@ -789,9 +845,9 @@ class EmbeddedRunner:
         """:meth:`dead_letter` without the thread hop."""
         with self._lock:
             self._usable()
+            row = self._dead_row(self._clock(), "bad_body", None, field, reason, payload, None)
             with self._transaction() as conn:
-                conn.execute(_INSERT_DEAD, (self._clock(), "invalid", None, field, reason,
-                                            payload))
+                conn.execute(_INSERT_DEAD, row)
             self._stats.invalid += 1
             self._stats.dead_lettered += 1
 

@@ -13,6 +13,7 @@ from typing import Any, Final, Literal, Protocol, TypeVar
 
 import msgspec
 
+from streams.deadletters import ItemBytes
 from streams.detection import Detector, FollowUp, FollowUpUpdate
 from streams.engine.engine import Engine
 from streams.engine.pulses import PulseError
@@ -122,11 +123,14 @@ class Runner(Protocol):
     """The API's view of a runner. Any method may raise :class:`RunnerUnavailable`
     when the runner cannot serve now (the API answers 503 with ``Retry-After``)."""
 
-    async def submit(self, items: Sequence[Any]) -> list[EventOutcome]:
+    async def submit(self, items: Sequence[Any],
+                     raw: ItemBytes | None = None) -> list[EventOutcome]:
         """Validate and durably accept parsed JSON events; return one outcome each.
 
         Returns only once every accepted event is durable (committed to SQLite, or
-        acknowledged by the Kafka broker).
+        acknowledged by the Kafka broker). ``raw(i)``: the bytes item ``i`` was received
+        as (``streams.deadletters.BodyItems``), kept in its dead letter; without it, the
+        item's JSON is kept.
         """
         ...
 
@@ -167,7 +171,8 @@ class Runner(Protocol):
         ...
 
     async def dead_letters(self, limit: int, offset: int) -> list[dict[str, Any]]:
-        """Rejected and late events, newest first, with their reasons."""
+        """Rejected and late events, newest first, with their reasons: dicts of the
+        dead-letter contract (``streams.deadletters.letter``)."""
         ...
 
     async def ready(self) -> tuple[bool, str]:

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from schemas.decode import EventDecoder, EventError, Problem
 from service.deps import ReadKey, RunnerDep, SettingsDep, WriteKey
+from streams.deadletters import BodyItems
 from streams.runner import EventOutcome
 
 router = APIRouter(prefix="/v1", tags=["events"])
@@ -147,7 +148,7 @@ async def post_events(request: Request, runner: RunnerDep, settings: SettingsDep
             await runner.dead_letter(body, str(detail.get("field", "$")),
                                      str(detail.get("reason", "not an event batch")))
         raise
-    outcomes = await runner.submit(items)
+    outcomes = await runner.submit(items, BodyItems(body, items))  # dead letters: as sent
     counts = Counter(o.status for o in outcomes)
     request.app.state.metrics.observe_outcomes(counts)
     answer = {
@@ -164,13 +165,59 @@ async def post_events(request: Request, runner: RunnerDep, settings: SettingsDep
     return Response(orjson.dumps(answer), media_type="application/json")
 
 
-@router.get("/dead-letters")
+class DeadLetterSource(BaseModel):
+    """Where a dead letter came from; every key present, null where it does not apply."""
+
+    topic: str | None = Field(description="`http` for what came in over HTTP (embedded "
+                                          "runner; the API on Kafka), else the Kafka input "
+                                          "topic.")
+    partition: int | None = Field(description="Kafka input partition.")
+    offset: int | None = Field(description="Kafka input offset.")
+    index: int | None = Field(description="The event's position in its HTTP batch (null "
+                                          "for a body refused whole and Kafka records).")
+
+
+class DeadLetter(BaseModel):
+    """One dead letter: the same fields and words on both runners
+    (`streams/deadletters.py`)."""
+
+    kind: Literal["invalid", "late", "bad_body", "bad_command"] = Field(
+        description="`invalid`: an event that failed validation; `late`: older than the "
+                    "watermark minus the allowed lateness (kept, not counted); `bad_body`: "
+                    "an HTTP body refused whole (400); `bad_command`: a control record "
+                    "that cannot apply (Kafka).")
+    field: str | None = Field(description="The offending field (`$`: the whole).")
+    reason: str | None = Field(description="Why, as the POST answer said it.")
+    received_at: str = Field(description="When it was received, ISO-8601 UTC.")
+    source: DeadLetterSource
+    size: int = Field(description="Bytes of the whole original payload.")
+    sha256: str = Field(description="Hex SHA-256 of the whole original payload.")
+    truncated: bool = Field(description="Whether `payload` holds less than `size` bytes.")
+    payload: str = Field(description="The original bytes as received (an event in a batch: "
+                                     "its own bytes in the body), the first "
+                                     "`dead_letter_max_bytes` of them, as UTF-8 text "
+                                     "(U+FFFD for bytes that are not UTF-8).")
+    payload_base64: str | None = Field(description="The same bytes in base64 when "
+                                                   "`payload` is not exact, else null.")
+
+
+class DeadLetters(BaseModel):
+    """A page of dead letters, newest first."""
+
+    items: list[DeadLetter]
+    limit: int
+    offset: int
+
+
+@router.get("/dead-letters", response_model=DeadLetters)
 async def dead_letters(
     runner: RunnerDep,
     _: ReadKey,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> dict[str, Any]:
-    """Rejected and late events, newest first, with their reasons and original payload."""
+    """Rejected and late events and refused bodies, newest first: kind, field, reason,
+    when and where received, size and SHA-256 of the original bytes and the bytes
+    themselves (capped at `dead_letter_max_bytes`)."""
     items = await runner.dead_letters(limit, offset)
     return {"items": items, "limit": limit, "offset": offset}

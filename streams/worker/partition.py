@@ -17,6 +17,7 @@ from operator import attrgetter
 from typing import Literal, Protocol
 
 from schemas.decode import EventDecoder
+from streams.deadletters import LATE_FIELD, late_reason
 from streams.detection import FollowUp, FollowUpRule, followups
 from streams.engine.config import EngineConfig
 from streams.engine.engine import Engine
@@ -56,17 +57,18 @@ class DeadLetter:
     value: bytes | None
     timestamp_ms: int | None
     headers: tuple[tuple[str, bytes], ...]
-    status: Literal["rejected", "late"]
+    kind: Literal["invalid", "late", "bad_command"]
+    """The dead-letter contract's kind (``streams.deadletters.KINDS``)."""
     field: str
     reason: str
 
     def dlq_headers(self, topic: str, partition: int) -> list[tuple[str, bytes]]:
         """The original headers plus the reason and the source position."""
-        ours = {rec.H_STATUS, rec.H_FIELD, rec.H_REASON, rec.H_TOPIC, rec.H_PARTITION,
-                rec.H_OFFSET}
+        ours = {rec.H_KIND, rec.H_STATUS, rec.H_FIELD, rec.H_REASON, rec.H_TOPIC,
+                rec.H_PARTITION, rec.H_OFFSET, rec.H_INDEX}
         kept = [(k, v) for k, v in self.headers if k not in ours]
         return kept + [
-            (rec.H_STATUS, self.status.encode()),
+            (rec.H_KIND, self.kind.encode()),
             (rec.H_FIELD, self.field.encode()),
             (rec.H_REASON, self.reason.encode()),
             (rec.H_TOPIC, topic.encode()),
@@ -183,7 +185,7 @@ class PartitionState:
         except PulseError as exc:
             log.warning("partition %d offset %d: %s command not applied: %s",
                         self.partition, record.offset, command, exc)
-            report.dead_letters.append(_dead(record, "rejected", f"control.{exc.field}",
+            report.dead_letters.append(_dead(record, "bad_command", f"control.{exc.field}",
                                              exc.reason))
             return
         report.commands += 1
@@ -195,7 +197,7 @@ class PartitionState:
         decoded = self.decoder.decode_many([record.value for record in run])
         for index, exc in decoded.errors:
             report.rejected += 1
-            report.dead_letters.append(_dead(run[index], "rejected", exc.field, exc.reason))
+            report.dead_letters.append(_dead(run[index], "invalid", exc.field, exc.reason))
         valid = decoded.events
         if not valid:
             return
@@ -206,13 +208,10 @@ class PartitionState:
         report.late += len(result.late)
         if result.late:
             late = {id(e) for e in result.late}
-            lateness = self.engine.config.allowed_lateness
+            reason = late_reason(self.engine.config.allowed_lateness)
             for event, record in zip(valid, sources, strict=True):
-                if id(event) in late:
-                    report.dead_letters.append(_dead(
-                        record, "late", "occurred_at",
-                        f"more than {lateness} s behind the partition's watermark",
-                    ))
+                if id(event) in late:  # the record's own bytes, as they came
+                    report.dead_letters.append(_dead(record, "late", LATE_FIELD, reason))
         if result.accepted:
             for name, buckets in self.engine.take_changed().items():
                 self._dirty[name] |= buckets
@@ -294,7 +293,7 @@ class PartitionState:
 _headers_of = attrgetter("headers")
 
 
-def _dead(record: InputRecord, status: Literal["rejected", "late"], field: str,
+def _dead(record: InputRecord, kind: Literal["invalid", "late", "bad_command"], field: str,
           reason: str) -> DeadLetter:
     return DeadLetter(record.offset, record.key, record.value, record.timestamp,
-                      tuple(record.headers or ()), status, field, reason)
+                      tuple(record.headers or ()), kind, field, reason)

@@ -24,9 +24,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from streams.deadletters import keep, letter, source
 from streams.engine.config import EngineConfig
 from streams.engine.engine import Engine
 from streams.runner import RunnerUnavailable
+from streams.worker import records as rec
 from streams.worker.merge import MergedView
 from streams.worker.settings import WorkerSettings
 
@@ -283,7 +285,10 @@ async def read_partition_engine(settings: WorkerSettings, partition: int,
 
 async def read_dead_letters(settings: WorkerSettings, limit: int = 100,
                             timeout: float = 30.0) -> list[dict[str, Any]]:
-    """The newest ``limit`` dead letters (all partitions), newest first, with reasons."""
+    """The newest ``limit`` dead letters (all partitions), newest first, in the
+    dead-letter contract (``streams.deadletters``): the topic keeps each record's whole
+    original bytes; the answer keeps ``settings.dead_letter_max_bytes`` of them, with
+    the size and digest of all."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers, group_id=None,
         enable_auto_commit=False, isolation_level="read_committed")
@@ -305,18 +310,25 @@ async def read_dead_letters(settings: WorkerSettings, limit: int = 100,
                 found.extend(records)
     finally:
         await consumer.stop()
-    found.sort(key=lambda r: r.timestamp, reverse=True)
-    out: list[dict[str, Any]] = []
-    for r in found[:limit]:
-        headers = {k: v.decode("utf-8", "replace") for k, v in (r.headers or ())}
-        out.append({
-            "status": headers.get("touchstream.status"),
-            "field": headers.get("touchstream.field"),
-            "reason": headers.get("touchstream.reason"),
-            "partition": int(headers.get("touchstream.source.partition", -1)),
-            "offset": int(headers.get("touchstream.source.offset", -1)),
-            "received_at": r.timestamp,
-            "key": r.key,
-            "value": r.value,
-        })
-    return out
+    found.sort(key=lambda r: (r.timestamp, r.partition, r.offset), reverse=True)
+    cap = settings.dead_letter_max_bytes
+    return [dead_letter_of(r.headers, r.value, r.timestamp, cap) for r in found[:limit]]
+
+
+def dead_letter_of(raw_headers: Any, value: bytes | None, timestamp_ms: int,
+                   max_bytes: int) -> dict[str, Any]:
+    """One dead-letter record (``touchstream.*`` headers, original bytes) as the
+    contract's dict; records written before the contract (``touchstream.status``) too."""
+    headers = {k: bytes(v).decode("utf-8", "replace") for k, v in (raw_headers or ())}
+
+    def number(key: str) -> int | None:
+        text = headers.get(key)
+        return int(text) if text is not None and text.lstrip("-").isdigit() else None
+
+    field = headers.get(rec.H_FIELD)
+    return letter(
+        kind=headers.get(rec.H_KIND) or headers.get(rec.H_STATUS) or "invalid",
+        field=field, reason=headers.get(rec.H_REASON), received_at=timestamp_ms / 1000,
+        source=source(headers.get(rec.H_TOPIC), number(rec.H_PARTITION),
+                      number(rec.H_OFFSET), number(rec.H_INDEX)),
+        kept=keep(value, max_bytes), max_bytes=max_bytes)

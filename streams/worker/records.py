@@ -25,8 +25,11 @@ from streams.engine.store import SeriesKey
 FORMAT_VERSION: Final = 1
 META: Final = "meta"
 
-# Dead-letter headers: the reason travels beside the untouched original bytes.
-H_STATUS: Final = "touchstream.status"  # "rejected" (invalid) or "late"
+# Dead-letter headers: the reason travels beside the untouched original bytes (the
+# dead-letter contract, ``streams.deadletters``).
+H_KIND: Final = "touchstream.kind"  # invalid, late, bad_body or bad_command
+H_STATUS: Final = "touchstream.status"  # before the contract: "rejected" or "late" (read)
+H_INDEX: Final = "touchstream.source.index"  # an HTTP batch position (API-side letters)
 H_FIELD: Final = "touchstream.field"
 H_REASON: Final = "touchstream.reason"
 H_TOPIC: Final = "touchstream.source.topic"

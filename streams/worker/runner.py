@@ -1,16 +1,17 @@
 """The Kafka runner: the API's view of a deployment of faust-streaming workers.
 
-Ingestion validates each event and produces it to the ``touchpoints`` topic keyed by
-``customer_id`` (acks from every in-sync replica, idempotent producer) and answers once
-the broker has acknowledged it; rejects go to the dead-letter topic with the reason in
-headers. Reads come from a ``ScoresReader``: the compacted partials topic materialized
-into a merged engine, so every API replica that has caught up gives the same answers.
-Duplicate and late decisions are the workers', so ingestion answers ``accepted`` (or
-``rejected``) only. Pulse studies are started and ended by control records written
-into every input partition; their counts come back summed through the merged view.
-Alerts and follow-ups are read from their topics (``streams.worker.alerts``): the group
-leader is the only evaluator, so every API replica shows the alert ids and states that
-were published (and paged); closing or assigning a follow-up writes its status record.
+Ingestion validates each event and produces it (its own bytes as they stood in the
+request body) to the ``touchpoints`` topic keyed by ``customer_id`` (acks from every
+in-sync replica, idempotent producer) and answers once the broker has acknowledged it;
+rejects go to the dead-letter topic with the reason in headers. Reads come from a
+``ScoresReader``: the compacted partials topic materialized into a merged engine, so
+every API replica that has caught up gives the same answers. Duplicate and late
+decisions are the workers', so ingestion answers ``accepted`` (or ``rejected``) only.
+Pulse studies are started and ended by control records written into every input
+partition; their counts come back summed through the merged view. Alerts and follow-ups
+are read from their topics (``streams.worker.alerts``): the group leader is the only
+evaluator, so every API replica shows the alert ids and states that were published (and
+paged); closing or assigning a follow-up writes its status record.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import orjson
@@ -28,6 +28,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from kafka.partitioner.default import murmur2
 
 from schemas.decode import EventDecoder, EventError, encode
+from streams.deadletters import HTTP, ItemBytes, original
 from streams.detection import (
     DetectionConfig,
     Detector,
@@ -46,6 +47,7 @@ from streams.runner import (
     apply_command,
     encode_pulse_start,
 )
+from streams.worker import records as rec
 from streams.worker.alerts import DetectorReader, status_key
 from streams.worker.reader import ScoresReader, read_dead_letters, read_partition_engine
 from streams.worker.records import H_CONTROL
@@ -112,8 +114,15 @@ class KafkaRunner:
         self.reader.engine()  # RunnerUnavailable when its reader has failed
         return self._producer
 
-    async def submit(self, items: Sequence[Any]) -> list[EventOutcome]:
-        """Validate, produce, and answer once the broker has acknowledged every event."""
+    async def submit(self, items: Sequence[Any],
+                     raw: ItemBytes | None = None) -> list[EventOutcome]:
+        """Validate, produce, and answer once the broker has acknowledged every event.
+
+        ``raw(i)``: the bytes item ``i`` was received as. They are what is produced (to
+        the input topic, or with the reason to the dead-letter topic), so a worker's
+        late dead letter keeps the bytes the client sent; without ``raw``, an event's
+        canonical JSON and a reject's JSON.
+        """
         producer = self._require()
         outcomes: list[EventOutcome] = []
         sends: list[asyncio.Future[Any]] = []
@@ -126,16 +135,13 @@ class KafkaRunner:
                                              event_id if isinstance(event_id, str) else None,
                                              exc.field, exc.reason))
                 sends.append(await producer.send(
-                    self.settings.topic_dlq, value=orjson.dumps(item), headers=[
-                        ("touchstream.status", b"rejected"),
-                        ("touchstream.field", exc.field.encode()),
-                        ("touchstream.reason", exc.reason.encode()),
-                        ("touchstream.source.topic", b"http")]))
+                    self.settings.topic_dlq, value=original(items, raw, index),
+                    headers=_dlq_headers("invalid", exc.field, exc.reason, index)))
                 continue
             outcomes.append(EventOutcome(index, "accepted", event.event_id))
             sends.append(await producer.send(
                 self.settings.topic_touchpoints, key=event.customer_id.encode(),
-                value=encode(event)))
+                value=encode(event) if raw is None else raw(index)))
         await asyncio.gather(*sends)
         return outcomes
 
@@ -147,9 +153,8 @@ class KafkaRunner:
     async def dead_letter(self, payload: bytes, field: str, reason: str) -> None:
         """Send a body refused whole to the dead-letter topic, with its reason."""
         producer = self._require()
-        await (await producer.send(self.settings.topic_dlq, value=payload, headers=[
-            ("touchstream.status", b"rejected"), ("touchstream.field", field.encode()),
-            ("touchstream.reason", reason.encode()), ("touchstream.source.topic", b"http")]))
+        await (await producer.send(self.settings.topic_dlq, value=payload,
+                                   headers=_dlq_headers("bad_body", field, reason, None)))
 
     async def consumer_lag(self) -> dict[int, int]:
         """Per input partition: the topic's end offset minus the offset the merged view
@@ -272,13 +277,7 @@ class KafkaRunner:
         """The newest dead letters from the topic (offset pages within the newest)."""
         self._require()
         found = await read_dead_letters(self.settings, limit + offset)
-        return [
-            {"kind": d["status"], "field": d["field"], "reason": d["reason"],
-             "received_at": datetime.fromtimestamp(d["received_at"] / 1000, UTC).isoformat(),
-             "payload": (d["value"] or b"").decode("utf-8", "replace"),
-             "partition": d["partition"], "offset": d["offset"]}
-            for d in found[offset: offset + limit]
-        ]
+        return found[offset: offset + limit]
 
     async def ready(self) -> tuple[bool, str]:
         """Ready once the producer is connected and the merged view has caught up."""
@@ -291,3 +290,13 @@ class KafkaRunner:
         except Exception as exc:
             return False, f"merged view unavailable: {exc}"
         return True, f"ok (merged view of {len(self.reader.source_offsets())} partitions)"
+
+
+def _dlq_headers(kind: str, field: str, reason: str,
+                 index: int | None) -> list[tuple[str, bytes]]:
+    """Headers of a dead letter the API writes itself (source topic ``http``)."""
+    headers = [(rec.H_KIND, kind.encode()), (rec.H_FIELD, field.encode()),
+               (rec.H_REASON, reason.encode()), (rec.H_TOPIC, HTTP.encode())]
+    if index is not None:
+        headers.append((rec.H_INDEX, str(index).encode()))
+    return headers

@@ -48,6 +48,9 @@ class WorkerSettings(TouchstreamSettings):
     topic_replication: Annotated[int, Field(ge=1, le=10)] = 1
     touchpoints_retention_ms: Annotated[int, Field(ge=-1)] = 7 * _DAY_MS
     dlq_retention_ms: Annotated[int, Field(ge=-1)] = 30 * _DAY_MS
+    dead_letter_max_bytes: Annotated[int, Field(ge=0, le=64 * 1024 * 1024)] = 64 * 1024
+    """Most payload bytes ``GET /v1/dead-letters`` shows of a dead letter (with the size
+    and SHA-256 of all of it); the dead-letter topic keeps the whole original record."""
     alerts_retention_ms: Annotated[int, Field(ge=-1)] = 30 * _DAY_MS
     create_topics: bool = True
     """Create missing topics at start-up (existing ones are always checked)."""

@@ -11,6 +11,7 @@ accept and score a good event.
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from datetime import timedelta
 from typing import Any
@@ -30,6 +31,7 @@ from faults_support import (
 )
 
 from schemas import EventDecoder, EventError
+from streams.deadletters import payload_bytes, split_body
 from streams.embedded import DB_NAME, EmbeddedRunner
 
 MB = 1024 * 1024
@@ -121,7 +123,13 @@ async def test_rejected_with_reason_counted_and_dead_lettered(
     newest = letters["items"][0]
     assert (newest["kind"], newest["field"]) == ("invalid", field)
     assert reason in newest["reason"]
-    assert orjson.loads(newest["payload"]) == item  # the original payload, whole
+    # the event's own bytes as they stood in the body: whole, or the first 64 KiB of the
+    # 1 MB one, with the size and digest of all of them
+    (sent,) = split_body(response.request.content, 1) or [b""]
+    assert (newest["size"], newest["sha256"]) == (len(sent), hashlib.sha256(sent).hexdigest())
+    assert payload_bytes(newest) == sent[:64 * 1024]
+    assert newest["truncated"] == (len(sent) > 64 * 1024)
+    assert newest["truncated"] or orjson.loads(newest["payload"]) == item
     await still_serving(client, 1)
 
 

@@ -116,7 +116,7 @@ async def test_events_posted_to_the_api_are_scored_by_the_workers(
             journey = (await clients[0].get("/v1/journeys/jr-3")).json()
             assert journey["events"] == 600 // 40 and journey["customer_id"] == "c-3"
             letters = (await clients[0].get("/v1/dead-letters")).json()["items"]
-            assert any(d["kind"] == "rejected" and d["field"] == "value" for d in letters)
+            assert any(d["kind"] == "invalid" and d["field"] == "value" for d in letters)
             await _pulse_study(clients, workers)
             await _worker_metrics(metrics_port)
             for client in clients:

@@ -137,7 +137,7 @@ async def test_one_and_two_workers_count_every_valid_event_once(
             b2.log_tail()
 
         newest = await read_dead_letters(a, limit=10_000)
-        assert {(d["partition"], d["offset"]) for d in newest} == {
+        assert {(d["source"]["partition"], d["source"]["offset"]) for d in newest} == {
             (p.partition, p.offset) for p in produced if p.item.kind in ("invalid", "late")}
         for settings in (a, b):
             dead = read_all(kafka_bootstrap, settings.topic_dlq)

@@ -485,8 +485,8 @@ def dead_letter_problems(records: list[Any], produced: list[Produced],
             problems.append(f"missing dead letter for {pos} ({p.item.kind}, {p.item.field})")
             continue
         r, h = got[pos]
-        status = "late" if p.item.kind == "late" else "rejected"
-        if h.get("touchstream.status") != status or h.get("touchstream.field") != p.item.field:
+        status = "late" if p.item.kind == "late" else "invalid"
+        if h.get("touchstream.kind") != status or h.get("touchstream.field") != p.item.field:
             problems.append(f"dead letter {pos}: headers {h}, expected {status} "
                             f"{p.item.field}")
         if not h.get("touchstream.reason"):

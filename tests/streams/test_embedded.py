@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import gc
+import hashlib
 import math
 import os
 import signal
@@ -30,6 +31,7 @@ from embedded_writer import CONFIG as WRITER_CONFIG
 from embedded_writer import make_item
 
 from schemas import EventDecoder, encode
+from streams.deadletters import BodyItems, payload_bytes, split_body
 from streams.embedded import DB_NAME, LATE_REASON, EmbeddedRunner, StorageError
 from streams.engine.config import EngineConfig
 from streams.engine.dedupe import digest
@@ -170,7 +172,8 @@ def test_outcomes_in_order_dead_letters_and_stats(runner: EmbeddedRunner) -> Non
     assert [(d["kind"], d["field"]) for d in letters] == [
         ("late", "occurred_at"), ("invalid", "occurred_at"), ("invalid", outcomes[3].field),
         ("invalid", "value")]
-    assert [d["id"] for d in letters] == sorted((d["id"] for d in letters), reverse=True)
+    assert [d["source"] for d in letters] == [  # newest first; positions in their batch
+        {"topic": "http", "partition": None, "offset": None, "index": i} for i in (4, 6, 3, 1)]
     assert letters[3]["reason"] == "Expected `int` <= 5"
     assert orjson.loads(letters[3]["payload"]) == first[1]  # the original JSON
     assert orjson.loads(letters[2]["payload"]) == first[3]
@@ -194,6 +197,58 @@ def test_an_all_invalid_batch_is_stored_as_dead_letters_only(runner: EmbeddedRun
     payloads = [d["payload"] for d in runner.dead_letters_blocking(10, 0)]
     assert payloads == ['"text"', "42", '{"nope":1}']
     assert runner.stats()["log_rows"] == 0
+
+
+def test_dead_letters_keep_the_bytes_as_sent_capped_with_size_and_digest(
+    tmp_path: Path,
+) -> None:
+    late = item(2, at=0, comment="Þökk fyrir — سپاس — Ευχαριστώ")
+    body = (b'[ ' + orjson.dumps(item(0, at=1000)) + b',\n  {"event_id":"bad", "value" : 9},'
+            + b" " + orjson.dumps(late, option=orjson.OPT_INDENT_2) + b", "
+            + orjson.dumps(item(3, value=7, comment="x" * 300)) + b"]")
+    items = orjson.loads(body)
+    sent = split_body(body, len(items))
+    assert sent is not None
+    with runner_on(tmp_path, dead_letter_max_bytes=200) as r:
+        outcomes = r.submit_blocking(items, BodyItems(body, items))
+        assert [o.status for o in outcomes] == ["accepted", "rejected", "late", "rejected"]
+        letters = r.dead_letters_blocking(10, 0)
+    for got, index in zip(letters, (2, 3, 1), strict=True):  # newest (late: after) first
+        original = sent[index]
+        assert got["source"]["index"] == index
+        assert (got["size"], got["sha256"]) == (len(original),
+                                               hashlib.sha256(original).hexdigest())
+        assert payload_bytes(got) == original[:200]
+        assert got["truncated"] == (len(original) > 200)
+    assert letters[0]["kind"] == "late" and b"\n  " in payload_bytes(letters[0])  # as sent
+    assert letters[1]["truncated"] and len(payload_bytes(letters[1])) == 200
+    stored = rows(tmp_path, "SELECT length(payload), size FROM dead_letters ORDER BY id")
+    assert stored == [(len(sent[1]), len(sent[1])), (200, len(sent[3])), (200, len(sent[2]))]
+
+
+def test_a_version_1_directory_is_migrated_and_a_newer_one_refused(tmp_path: Path) -> None:
+    with runner_on(tmp_path) as r:
+        r.submit_blocking([item(0)])
+    with sqlite3.connect(tmp_path / DB_NAME) as conn:  # as touchstream wrote it before
+        conn.execute("DROP TABLE dead_letters")
+        conn.execute("CREATE TABLE dead_letters (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+                     "received_at REAL NOT NULL, kind TEXT NOT NULL, event_id TEXT, "
+                     "field TEXT, reason TEXT NOT NULL, payload BLOB NOT NULL)")
+        conn.execute("INSERT INTO dead_letters (received_at, kind, event_id, field, reason, "
+                     "payload) VALUES (?, 'invalid', NULL, 'value', 'r', ?)",
+                     (NOW, b"y" * 300))
+        conn.execute("UPDATE meta SET value = '1' WHERE key = 'storage_version'")
+    with runner_on(tmp_path, dead_letter_max_bytes=100) as again:
+        (old,) = again.dead_letters_blocking(10, 0)
+        assert (old["kind"], old["size"], old["truncated"]) == ("invalid", 300, True)
+        assert old["sha256"] == hashlib.sha256(b"y" * 300).hexdigest()
+        assert old["payload"] == "y" * 100 and old["source"]["index"] is None
+        assert state(again)["counters"]["accepted"] == 1
+    assert rows(tmp_path, "SELECT value FROM meta WHERE key = 'storage_version'") == [("2",)]
+    with sqlite3.connect(tmp_path / DB_NAME) as conn:
+        conn.execute("UPDATE meta SET value = '3' WHERE key = 'storage_version'")
+    with pytest.raises(StorageError, match="storage version '3' is not '2'"):
+        runner_on(tmp_path).open()
 
 
 # -- recovery ------------------------------------------------------------------------

@@ -177,12 +177,12 @@ def test_dead_letters_keep_bytes_and_say_why() -> None:
     state = PartitionState.fresh(3, TEST_CONFIG)
     report = state.process([Record(0, b"k", b'{"kind": "csat"', 1234, (("h", b"v"),)),
                             Record(1, b"k", None)])
-    assert [d.status for d in report.dead_letters] == ["rejected", "rejected"]
+    assert [d.kind for d in report.dead_letters] == ["invalid", "invalid"]
     first = report.dead_letters[0]
     headers = dict(first.dlq_headers("touchpoints", 3))
     assert first.value == b'{"kind": "csat"' and first.timestamp_ms == 1234
     assert headers["h"] == b"v"
-    assert headers[rec.H_FIELD] == b"$" and headers[rec.H_STATUS] == b"rejected"
+    assert headers[rec.H_FIELD] == b"$" and headers[rec.H_KIND] == b"invalid"
     assert headers[rec.H_PARTITION] == b"3" and headers[rec.H_OFFSET] == b"0"
     assert headers[rec.H_REASON].startswith(b"not valid JSON")
     assert state.next_offset == 2
@@ -349,8 +349,9 @@ def test_a_control_record_that_cannot_apply_is_a_dead_letter_with_its_reason() -
         _control(2, PULSE_START, b"{not json"),
     ])
     assert report.commands == 0 and state.next_offset == 3
-    assert [(d.offset, d.field) for d in report.dead_letters] == [
-        (0, "control.pulse_id"), (1, "control.command"), (2, "control.pulse")]
+    assert [(d.offset, d.kind, d.field) for d in report.dead_letters] == [
+        (0, "bad_command", "control.pulse_id"), (1, "bad_command", "control.command"),
+        (2, "bad_command", "control.pulse")]
     assert "nobody" in report.dead_letters[0].reason
 
 
