@@ -25,7 +25,7 @@ from typing import Any, Final
 import numpy as np
 
 from schemas.event import TouchpointEvent
-from streams.detection import attribution
+from streams.detection import attribution, sequential
 from streams.detection.alerts import AlertBook, AlertChange, Outcome, alert_id, book_key_of
 from streams.detection.followups import FollowUp, FollowUpBook, followups
 from streams.detection.rules import DetectionConfig, DriftRule, DropRule, TargetRule
@@ -65,6 +65,8 @@ class Detector:
         self.changes: Counter[str] = Counter()
         """State changes by new state since this process started (for a metrics counter)."""
         self._drift: dict[str, _DriftState] = {}
+        self._closed_hours: dict[tuple[int, str, int, int, int], FloatArray] = {}
+        """Sequential rules: sums of hourly buckets no event can change any more."""
 
     def due(self, now: int, every: int = 60) -> bool:
         """Whether event time ``now`` entered a new ``every``-second slot since the last
@@ -82,6 +84,8 @@ class Detector:
             if isinstance(rule, DropRule):
                 baseline_span(engine, rule, window_span(engine, rule.name, rule.window, now),
                                now)
+                if rule.test == "sequential":
+                    sequential.layout(engine, rule, now)
             elif isinstance(rule, TargetRule):
                 window_span(engine, rule.name, rule.window, now)
             else:
@@ -96,8 +100,13 @@ class Detector:
         dense = Dense(engine)
         book = self.alerts
         changes: list[AlertChange] = []
+        scans = self._scans(engine, now)
+        distinct = sum(int(found.tested.sum()) for found in scans.values())
         for rule in self.config.drops:
-            changes += book.update(rule, "drop", now, self._drops(engine, rule, now, dense))
+            outcomes = (self._drops(engine, rule, now, dense) if rule.test == "window"
+                        else self._sequential(engine, rule, now, dense, scans[rule.name],
+                                              distinct))
+            changes += book.update(rule, "drop", now, outcomes)
         for target in self.config.targets:
             changes += book.update(target, "target", now,
                                    self._targets(engine, target, now, dense))
@@ -111,6 +120,37 @@ class Detector:
     def follow_up(self, events: Sequence[TouchpointEvent]) -> list[FollowUp]:
         """Open follow-ups for a batch by the configured rules; returns only the new ones."""
         return self.followups.add(followups(events, self.config.followups))
+
+    def _scans(self, engine: Engine, now: int) -> dict[str, sequential.Scan]:
+        """The sequential rules' statistics (their thresholds need every rule's count of
+        distinct series, ``DetectionConfig.false_pages_per_week``)."""
+        buckets = sequential.Buckets(engine, self._closed_hours)
+        return {rule.name: sequential.scan(engine, rule, now, select_series(engine, rule),
+                                           buckets)
+                for rule in self.config.drops if rule.test == "sequential"}
+
+    def _sequential(self, engine: Engine, rule: DropRule, now: int, dense: Dense,
+                    found: sequential.Scan, distinct: int) -> dict[SeriesKey, Outcome]:
+        """Outcomes of a sequential drop rule; the evidence carries the window comparison
+        (the last hour against the baseline) for people to read, and the CUSUM."""
+        wspan = window_span(engine, rule.name, rule.window, now)
+        bspan = baseline_span(engine, rule, wspan, now)
+        window, base = dense(wspan), dense(bspan)
+        out: dict[SeriesKey, Outcome] = {}
+        decided = sequential.decide(found, distinct, self.config.false_pages_per_week)
+        for sid, seq in zip(found.sids, decided, strict=True):
+            if seq is None:
+                continue
+            c = compare(rule.metric, window[sid], base[sid])
+            out[engine.series.keys[sid]] = (seq.holds, Evidence(
+                "sequential_llr", c.window_n, c.window_score, wspan.start, wspan.end,
+                c.baseline_n, c.baseline_score, bspan.start, bspan.end, c.effect,
+                c.statistic, c.dof, c.p, llr=seq.llr, threshold=seq.threshold,
+                shift=seq.shift, change_start=seq.change_start, change_n=seq.change_n,
+                false_page_days=seq.false_page_days,
+                decision_hours=sequential.time_to_decision(seq)))
+        self._attribute(engine, rule, now, window, base, out)
+        return out
 
     def _drops(self, engine: Engine, rule: DropRule, now: int,
                dense: Dense) -> dict[SeriesKey, Outcome]:
@@ -142,7 +182,7 @@ class Detector:
         Series that stop holding keep the attribution of the last time they held, so a
         resolved alert still says why it fired.
         """
-        ranked = sorted((ev.q if ev.q is not None else 1.0, k) for k, (holds, ev) in out.items()
+        ranked = sorted((_rank(ev), k) for k, (holds, ev) in out.items()
                         if holds and ev is not None)
         held = [k for _, k in ranked]  # the most significant first: they are explained first
         notes = attribution.explain_drops(engine, rule.metric, held, window, baseline,
@@ -259,3 +299,12 @@ class Detector:
                 ds.sums[key] = float(s)
                 if ev is not None:
                     ds.evidence[key] = Evidence(**ev)
+
+
+def _rank(ev: Evidence) -> float:
+    """Most significant first: the q-value, or how far past its threshold a CUSUM is."""
+    if ev.q is not None:
+        return ev.q
+    if ev.llr is not None and ev.threshold:
+        return -ev.llr / ev.threshold
+    return 1.0

@@ -158,20 +158,53 @@ class _AlertRule(_Frozen):
         return _check_scopes(value)
 
 
-class DropRule(_AlertRule):
-    """A window significantly and materially below its baseline, per scope value.
+DEFAULT_SHIFTS: Final = (0.05, 0.075, 0.125, 0.2, 0.325)
+"""The drops the sequential test looks for, in standard deviations of one answer (2, 3,
+5, 8 and 13 points of a share near 0.80, whose SD is 0.40)."""
 
-    ``scopes`` None means every configured scope; ``min_effect`` None means the metric's
-    default (0.03 share, 5 NPS points, 0.2 scale points for CES and ratings, 0.05
-    sentiment). ``alpha`` is the false-discovery level across the rule's scope values.
+
+class DropRule(_AlertRule):
+    """A scope value whose metric fell below its baseline, per scope value.
+
+    ``test`` chooses how. ``"window"``: the window (default the last hour) against the
+    baseline (default the 7 days before) with Benjamini-Hochberg across the rule's scope
+    values (``alpha``), a minimum effect (``min_effect`` None means the metric's default:
+    0.03 share, 5 NPS points, 0.2 scale points for CES and ratings, 0.05 sentiment) and
+    minimum n (``min_n_window``, ``min_n_baseline``). ``"sequential"``
+    (``streams.detection.sequential``): a CUSUM of log-likelihood ratios over every
+    bucket since the change, at any volume, for drops of ``shifts`` standard deviations,
+    against the baseline's ``span`` before the last ``horizon``, per hour of the day
+    (``cycle``), with a threshold from the false-alarm budget: one false page per
+    series per ``false_page_days`` at most, and ``DetectionConfig.false_pages_per_week``
+    across every distinct series; the window comparison is kept as the alert's readable
+    evidence. A sequential rule holds no time by default (``hold_seconds`` 0: the
+    threshold is the persistence).
     """
 
+    test: Literal["window", "sequential"] = "window"
     window: Window = Field(default_factory=lambda: Window(family="continuous", span=3600))
     baseline: Baseline = Field(default_factory=lambda: Baseline(kind="prior"))
     min_n_window: Annotated[int, Field(ge=2)] = 100
     min_n_baseline: Annotated[int, Field(ge=2)] = 200
     min_effect: Annotated[float, Field(ge=0)] | None = None
     alpha: Annotated[float, Field(gt=0, le=0.5)] = 0.05
+    horizon: Duration = 7 * 86_400
+    false_page_days: Annotated[float, Field(gt=0)] = 30.0
+    shifts: tuple[Annotated[float, Field(gt=0, le=2)], ...] = DEFAULT_SHIFTS
+    cycle: Literal["hour_of_day", "none"] = "hour_of_day"
+    cycle_prior: Annotated[float, Field(ge=0)] = 20.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sequential_holds_nothing(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("test") == "sequential":
+            data = {"hold_seconds": 0, **data}
+        return data
+
+    @field_validator("horizon", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return parse_duration(value)
 
     @model_validator(mode="after")
     def _pairing(self) -> DropRule:
@@ -182,6 +215,13 @@ class DropRule(_AlertRule):
                 raise ValueError("a periodic window takes a 'periodic' baseline")
             if self.baseline.unit not in (None, self.window.unit):
                 raise ValueError("the baseline's unit must be the window's")
+        if self.test == "sequential":
+            if self.window.family != "continuous":
+                raise ValueError("a sequential drop rule takes a continuous window")
+            if self.horizon % 3600 or self.baseline.span % 3600:
+                raise ValueError("a sequential rule's horizon and baseline are whole hours")
+            if not self.shifts:
+                raise ValueError("a sequential rule needs at least one shift")
         return self
 
     @property
@@ -281,6 +321,9 @@ class DetectionConfig(_Frozen):
     drifts: tuple[DriftRule, ...] = ()
     followups: tuple[FollowUpRule, ...] = ()
     recent_alerts: Annotated[int, Field(ge=0)] = 1000
+    false_pages_per_week: Annotated[float, Field(gt=0)] = 1.0
+    """Sequential drop rules: false pages a week at most across every distinct series
+    they watch (with each rule's ``false_page_days`` per series, the stricter wins)."""
 
     @model_validator(mode="after")
     def _unique_names(self) -> DetectionConfig:

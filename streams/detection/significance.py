@@ -135,6 +135,20 @@ class Evidence:
     window_high: float | None = None
     target: float | None = None
     cusum: float | None = None
+    llr: float | None = None
+    """Sequential drops: the CUSUM of log-likelihood ratios since the change's start."""
+    threshold: float | None = None
+    """Sequential drops: where ``llr`` pages (from the false-alarm budget)."""
+    shift: float | None = None
+    """Sequential drops: the drop size behind ``llr``, in the metric's units."""
+    change_start: int | None = None
+    """Sequential drops: where the evidence starts (the change's estimated start)."""
+    change_n: int | None = None
+    false_page_days: float | None = None
+    """Sequential drops: the series' false-page period the threshold is set for."""
+    decision_hours: float | None = None
+    """Sequential drops: hours to the threshold at the current volume if the drop goes
+    on (0 once reached; None when no evidence accumulates)."""
     attribution: dict[str, Any] | None = None
     """Drops: what explains it, as plain data (``attribution.Explanation.to_dict``)."""
     attribution_summary: str | None = None
@@ -145,7 +159,8 @@ class Evidence:
     def to_dict(self) -> dict[str, Any]:
         """As plain data with ISO 8601 UTC bounds (for the API and the alerts topic)."""
         out = asdict(self)
-        for key in ("window_start", "window_end", "baseline_start", "baseline_end"):
+        for key in ("window_start", "window_end", "baseline_start", "baseline_end",
+                    "change_start"):
             out[key] = iso(out[key])
         return out
 

@@ -78,9 +78,10 @@ def test_bench_instructions() -> None:
 
 
 def test_bench_detection() -> None:
-    out = run("bench_detection.py", "--quick", "--detector", "current")
+    out = run("bench_detection.py", "--quick")
     figure(out, r"^bench_detection: \d+ runs in \d+ s; " + NUMBER + " ms per evaluation")
-    for detector in ("current",):
+    figure(out, r"^evaluate\(\) with [\d,]+ series: current " + NUMBER + " ms")
+    for detector in ("current", "sequential"):
         figure(out, r"^\s+1,000\s+csat -10 pt\s+" + NUMBER + r" min.*")
         found = re.search(rf"^\s+{detector}\s+1,000/h\s+flat:\s+{NUMBER} \[", out, re.MULTILINE)
         assert found, f"no false-alarm line for {detector} in:\n{out}"
