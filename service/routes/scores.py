@@ -43,6 +43,11 @@ async def list_scores(
     contact: Dim = None,
     program: Dim = None,
     source: Dim = None,
+    period: Annotated[str | None, Query(
+        max_length=16,
+        description="With family=periodic: a past calendar period instead of the "
+                    "current one, as the window's label names it (2026-01-31, "
+                    "2026-W05, 2026-01, 2026-Q1), as long as the state keeps it")] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> dict[str, Any]:
@@ -73,7 +78,7 @@ async def list_scores(
             found = _pulse_scores(engine, window, metric)
         else:
             found = engine.scores(family, window, where=where or None, scope=dims,
-                                  metric=metric)
+                                  metric=metric, period=period)
         page = found[offset : offset + limit]
         return [scope_score_view(s, computed) for s in page], len(found)
 
@@ -89,6 +94,67 @@ async def list_scores(
         "offset": offset,
         "next_offset": following if following < total else None,
     }
+
+
+@router.get("/series", responses={404: {"description": "No such step or configured scope, "
+                                                    "or more points than one answer holds"}})
+async def score_series(
+    runner: RunnerDep,
+    _: ReadKey,
+    step: Annotated[str, Query(max_length=16, description="1m, 1h (the sliding windows' "
+                               "buckets), day, week, month or quarter")] = "1h",
+    scope: Annotated[str | None, Query(max_length=200, description="List every value "
+                                       "of a scope (e.g. channel)")] = None,
+    metric: Annotated[str | None, Query(max_length=32)] = None,
+    since: Annotated[datetime | None, Query(description="RFC 3339; default: the "
+                                            "oldest bucket kept")] = None,
+    until: Annotated[datetime | None, Query(description="RFC 3339, exclusive; default: "
+                                            "now (the watermark)")] = None,
+    channel: Dim = None,
+    touchpoint: Dim = None,
+    segment: Dim = None,
+    offering: Dim = None,
+    journey_type: Dim = None,
+    stage: Dim = None,
+    owner: Dim = None,
+    contact: Dim = None,
+    program: Dim = None,
+    source: Dim = None,
+) -> dict[str, Any]:
+    """A score's trend: per bucket of ``step``, its n and interval, over the kept range.
+
+    The live page draws its trends from it. Filters and ``scope`` work as in
+    ``GET /v1/scores``; buckets without answers are points with ``n`` 0 and no value.
+    """
+    where = {k: v for k, v in {
+        "channel": channel, "touchpoint": touchpoint, "segment": segment,
+        "offering": offering, "journey_type": journey_type, "stage": stage,
+        "owner": owner, "contact": contact, "program": program, "source": source,
+    }.items() if v is not None}
+    dims = None if scope is None else tuple(d.strip() for d in scope.split(",") if d.strip())
+
+    def seconds(at: datetime | None) -> int | None:
+        if at is None:
+            return None
+        return int((at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp())
+
+    def query(engine: Engine) -> list[dict[str, Any]]:
+        found = engine.score_series(step, where=where or None, scope=dims, metric=metric,
+                                    since=seconds(since), until=seconds(until))
+        return [{
+            "scope": s.scope,
+            "metric": s.metric,
+            "points": [{"start": start.isoformat().replace("+00:00", "Z"),
+                        "end": end.isoformat().replace("+00:00", "Z"),
+                        "value": num(sc.value), "n": sc.n, "low": num(sc.low),
+                        "high": num(sc.high)} for start, end, sc in s.points],
+        } for s in found]
+
+    try:
+        items = await runner.read(query)
+    except KeyError as exc:
+        raise HTTPException(404, detail=str(exc.args[0])) from None
+    return {"step": step, "items": items}
 
 
 def _pulse_scores(engine: Engine, pulse_id: str, metric: str | None) -> list[ScopeScore]:

@@ -10,7 +10,15 @@
 (() => {
   const KEY_STORE = 'touchstream.readKey';
   const PREFS_STORE = 'touchstream.prefs';
-  const KEPT = 60;            // polls kept per series for the sparklines
+  // Trends come from the server's series (GET /v1/scores/series): per minute over the
+  // last hour for the short windows, per hour over the day or the week for the long ones.
+  const TRENDS = {
+    '15m': { step: '1m', span: 3600e3, name: 'per minute, last hour' },
+    '1h': { step: '1m', span: 3600e3, name: 'per minute, last hour' },
+    '24h': { step: '1h', span: 86400e3, name: 'per hour, last 24 hours' },
+    '7d': { step: '1h', span: 7 * 86400e3, name: 'per hour, last 7 days' },
+  };
+  const OVERVIEW_TRENDS = { '15m': '1m', '1h': '1h' };  // the cards: a minute and an hour
   const SMALL_N = 30;         // fewer answers than this: drawn as uncertain (dashed)
   const RECENT_SHOWN = 10;    // pending and resolved alerts listed
   const query = new URLSearchParams(location.search);
@@ -216,10 +224,10 @@
     return chart;
   }
 
-  /** The last polls of one series: the interval as a band, the score as a line. */
-  function sparkline(points, unit) {
-    const usable = points.filter((p) => p.v !== null);
-    if (usable.length < 2) return h('span', { class: 'spark-empty muted small', text: 'collecting…' });
+  /** A score's series from the server: the interval as a band, the score as a line. */
+  function sparkline(trend, unit) {
+    const usable = trend.points.filter((p) => p.v !== null);
+    if (usable.length < 2) return h('span', { class: 'spark-empty muted small', text: 'no trend yet' });
     const W = 120;
     const H = 32;
     const P = 3;
@@ -237,9 +245,9 @@
       .join(' ');
     const first = usable[0];
     const last = usable[usable.length - 1];
-    const label = `trend over the last ${usable.length} updates: ${fmt(unit, first.v)} then `
-      + `${fmt(unit, last.v)}`;
-    return svg('svg', { class: 'spark', viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': label },
+    const label = `trend ${trend.name}: ${fmt(unit, first.v)} then ${fmt(unit, last.v)}`;
+    return svg('svg', { class: 'spark', viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': label,
+      'data-points': usable.length },
       svg('polygon', { class: 'spark-band', points: band }),
       svg('polyline', { class: 'spark-line', points: line }),
       svg('circle', { class: 'spark-dot', cx: x(usable.length - 1), cy: y(last.v), r: 2.5 }));
@@ -252,7 +260,7 @@
     { scope: 'channel', metric: 'csat', window: '1h', period: 'day', journeyType: 'all' },
     JSON.parse(sessionStorage.getItem(PREFS_STORE) || '{}'),
   );
-  const history = new Map();      // "window|scope|metric" -> [{v, lo, hi, n}]
+  const trends = new Map();       // "window|scope|metric" -> {name, points: [{v, lo, hi, n}]}
   const rendered = new Map();     // section -> JSON of what it shows (re-render on change)
   const openDetails = new Set();  // ids of <details> the reader opened
   let firingSeen = null;          // ids of firing alerts at the previous poll
@@ -262,14 +270,17 @@
   let again = false;
   let generation = 0;             // bumps when the key changes: late answers are dropped
 
-  function remember(window, item) {
-    const k = `${window}|${scopeKey(item.scope)}|${item.metric}`;
-    const series = history.get(k) || [];
-    series.push({ v: item.value, lo: item.low, hi: item.high, n: item.n });
-    if (series.length > KEPT) series.splice(0, series.length - KEPT);
-    history.set(k, series);
+  /** Keep the series of one answer of GET /v1/scores/series as the trends of ``window``. */
+  function keepTrends(window, name, answer) {
+    for (const s of answer.items) {
+      trends.set(`${window}|${scopeKey(s.scope)}|${s.metric}`, {
+        name, points: s.points.map((p) => ({ v: p.value, lo: p.low, hi: p.high, n: p.n })),
+      });
+    }
   }
-  const seriesOf = (window, item) => history.get(`${window}|${scopeKey(item.scope)}|${item.metric}`) || [];
+  const seriesOf = (window, item) => trends.get(`${window}|${scopeKey(item.scope)}|${item.metric}`)
+    || { name: '', points: [] };
+  const since = (ms) => enc(new Date(Date.now() - ms).toISOString());
 
   // ------------------------------------------------------------------ the API
 
@@ -321,7 +332,14 @@
       alerts: api('/v1/alerts?limit=200'),
       pulses: api('/v1/pulses'),
       journeys: api(`/v1/scores/journeys?journey_type=${enc(q.journeyType)}`),
+      t15: api(`/v1/scores/series?step=${OVERVIEW_TRENDS['15m']}&since=${since(TRENDS['15m'].span)}`),
+      t1h: api(`/v1/scores/series?step=${OVERVIEW_TRENDS['1h']}&since=${since(TRENDS['24h'].span)}`),
     };
+    if (continuous) {
+      const t = TRENDS[q.window];
+      asks.tscope = api(`/v1/scores/series?step=${t.step}&scope=${enc(q.scope)}`
+        + `&metric=${enc(q.metric)}&since=${since(t.span)}`);
+    }
     const names = Object.keys(asks);
     const settled = await Promise.allSettled(Object.values(asks));
     const got = {};
@@ -332,7 +350,6 @@
     });
     inFlight = false;
     if (asked !== generation) { again = false; if (key) poll(); return; }
-    stamp += 1;
 
     const refused = Object.values(failed).find((e) => e instanceof ApiError && (e.status === 401 || e.status === 403));
     if (refused) {
@@ -342,14 +359,15 @@
         : 'That key lacks the read scope (403). Enter a key with the read scope.');
       return;
     }
-    if (got.o15) got.o15.items.forEach((it) => remember('15m', it));
-    if (got.o1h) got.o1h.items.forEach((it) => remember('1h', it));
-    if (got.scope && continuous) got.scope.items.forEach((it) => remember(q.window, it));
+    trends.clear();
+    if (got.t15) keepTrends('15m', TRENDS['15m'].name, got.t15);
+    if (got.t1h) keepTrends('1h', TRENDS['24h'].name, got.t1h);
+    if (got.tscope) keepTrends(`scope:${q.window}`, TRENDS[q.window].name, got.tscope);
 
-    section('overview', got.o15 && got.o1h ? [got.o15, got.o1h, historyStamp()] : null,
+    section('overview', got.o15 && got.o1h ? [got.o15, got.o1h, got.t15, got.t1h] : null,
       failed.o15 || failed.o1h, () => renderOverview(got.o15.items, got.o1h.items));
     section('alerts', got.alerts, failed.alerts, () => renderAlerts(got.alerts.items));
-    section('breakdown', got.scope ? [q, got.scope, historyStamp()] : null, failed.scope,
+    section('breakdown', got.scope ? [q, got.scope, got.tscope] : null, failed.scope,
       () => renderBreakdown(got.scope.items, q));
     section('periodic', got.periodic ? [q.period, got.periodic] : null, failed.periodic,
       () => renderPeriodic(got.periodic.items, q));
@@ -364,8 +382,6 @@
     schedule();
   }
 
-  let stamp = 0;
-  const historyStamp = () => stamp;  // changes every poll: sections with sparklines redraw
 
   function schedule() {
     clearTimeout(timer);
@@ -609,7 +625,7 @@
     h('td', { class: 'bar-cell' }, intervalBar(it.metric, it)),
     h('td', { class: 'num' }, h('span', { class: 'n', 'data-n': it.n, text: nf.format(it.n) })),
     h('td', { class: 'num', text: it.target === null ? '–' : fmtDiff(it.unit, it.gap) }),
-    continuous ? h('td', {}, sparkline(seriesOf(q.window, it), it.unit)) : null));
+    continuous ? h('td', {}, sparkline(seriesOf(`scope:${q.window}`, it), it.unit)) : null));
     return table(`${metricName(q.metric)} by ${dims}, last ${WINDOW_NAMES[q.window] || q.window}`,
       ['Name', 'Score', '95% interval and target', 'n', 'Gap', continuous ? 'Trend' : null]
         .filter(Boolean), rows, { class: 'scores' });
@@ -744,7 +760,7 @@
   function clearData() {
     generation += 1;
     rendered.clear();
-    history.clear();
+    trends.clear();
     firingSeen = null;
     for (const id of ['overview', 'alerts', 'breakdown', 'periodic', 'pulses', 'journeys']) {
       $(`${id}-body`).replaceChildren();

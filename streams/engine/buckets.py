@@ -7,8 +7,9 @@ configured IANA zone, so a "day" in Europe/Oslo starts at local midnight, DST in
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, timedelta
-from typing import Protocol
+from typing import Final, Protocol
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -117,6 +118,41 @@ class CalendarBucketing:
         if self.unit == "month":
             return f"{start.year}-{start.month:02d}"
         return f"{start.year}-Q{(start.month - 1) // 3 + 1}"
+
+    def parse(self, label: str) -> int:
+        """The period a ``label`` names (its inverse); ValueError naming the form."""
+        forms = {"day": "2026-11-24", "week": "2026-W48", "month": "2026-11",
+                 "quarter": "2026-Q4"}
+        match = _LABELS[self.unit].fullmatch(label.strip())
+        try:
+            if match is None:
+                raise ValueError
+            year = int(match.group(1))
+            if self.unit == "day":
+                day = date.fromisoformat(label.strip())
+                return (day - _EPOCH).days
+            if self.unit == "week":
+                monday = date.fromisocalendar(year, int(match.group(2)), 1)
+                return ((monday - _EPOCH).days + 3) // 7
+            number = int(match.group(2))
+            if self.unit == "month":
+                if not 1 <= number <= 12:
+                    raise ValueError
+                return (year - 1970) * 12 + number - 1
+            if not 1 <= number <= 4:
+                raise ValueError
+            return (year - 1970) * 4 + number - 1
+        except ValueError:
+            raise ValueError(f"not a {self.unit} (expected the form "
+                             f"{forms[self.unit]}): {label!r}") from None
+
+
+_LABELS: Final = {
+    "day": re.compile(r"(\d{4})-(\d{2})-(\d{2})"),
+    "week": re.compile(r"(\d{4})-W(\d{2})"),
+    "month": re.compile(r"(\d{4})-(\d{2})"),
+    "quarter": re.compile(r"(\d{4})-Q(\d)"),
+}
 
 
 def _offset(zone: ZoneInfo, second: int) -> float:

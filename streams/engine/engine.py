@@ -102,6 +102,24 @@ class ScopeScore:
         return self.score.value - self.previous.value
 
 
+@dataclass(frozen=True, slots=True)
+class ScoreSeries:
+    """One scope value's score per bucket: (start, end, score) oldest first."""
+
+    scope: dict[str, str]
+    metric: str
+    step: str
+    points: list[tuple[datetime, datetime, Score]]
+
+
+def _step_name(seconds: int) -> str:
+    """60 -> 1m, 3600 -> 1h, 86400 -> 1d, 90 -> 90s."""
+    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
 def event_seconds(event: TouchpointEvent) -> int:
     """Event time as whole epoch seconds."""
     return int(event.occurred_at.timestamp() // 1)
@@ -549,10 +567,15 @@ class Engine:
         return list(CALENDAR_UNITS)
 
     def _window(self, family: Family, name: str, at: int | None,
-                offset: int = 0) -> tuple[Granularity, int, int, WindowRef] | None:
+                offset: int = 0, period: str | None = None,
+                ) -> tuple[Granularity, int, int, WindowRef] | None:
         if name not in self.window_names(family):
             known = ", ".join(self.window_names(family))
             raise KeyError(f"unknown {family} window {name!r} (known: {known})")
+        if period is not None:
+            if family != "periodic":
+                raise KeyError("a period names a calendar window: family=periodic")
+            return self._period(name, period, offset)
         now = self.watermark if at is None else at
         if now is None:
             return None
@@ -566,9 +589,27 @@ class Engine:
             return gran, first, last, WindowRef(family, name, start, end, name)
         gran = self.granularities[name]
         bucketing = next(c for unit, c in self.calendars.items() if unit == name)
-        period = int(bucketing.ids(np.array([now], dtype=np.int64))[0]) - offset
+        current = int(bucketing.ids(np.array([now], dtype=np.int64))[0]) - offset
+        start, end = bucketing.bounds(current)
+        return gran, current, current, WindowRef(family, name, start, end,
+                                                 bucketing.label(current))
+
+    def _period(self, unit: str, label: str, offset: int,
+                ) -> tuple[Granularity, int, int, WindowRef]:
+        """A calendar period named by its label (``2026-01``), if the state keeps it."""
+        bucketing = next(c for u, c in self.calendars.items() if u == unit)
+        try:
+            period = bucketing.parse(label) - offset
+        except ValueError as exc:
+            raise KeyError(str(exc)) from None
+        gran = self.granularities[unit]
+        if offset == 0 and self.watermark is not None:
+            newest = int(bucketing.ids(np.array([self.watermark], dtype=np.int64))[0])
+            if period < newest - gran.keep + 1:
+                raise KeyError(f"{label} is older than the {gran.keep} {unit}s kept "
+                               f"(periods_kept)")
         start, end = bucketing.bounds(period)
-        return gran, period, period, WindowRef(family, name, start, end,
+        return gran, period, period, WindowRef("periodic", unit, start, end,
                                                bucketing.label(period))
 
     def scores(
@@ -579,11 +620,14 @@ class Engine:
         scope: tuple[str, ...] | None = None,
         metric: str | None = None,
         at: int | None = None,
+        period: str | None = None,
     ) -> list[ScopeScore]:
         """Scores of one window, for the scope values that match.
 
         ``where`` picks exact scope values (``{"channel": "chat"}``); ``scope`` lists
         every value of a scope (``("channel",)``); neither means the overall scope.
+        ``period`` names a past (or the current) calendar period instead of the current
+        one (``2026-01`` for a month), as long as the state keeps it.
         Periodic scores carry the previous period for period-over-period change.
         Until ``version`` changes, the same question is answered from a memo (dashboards
         poll the same windows far more often than the state changes).
@@ -593,10 +637,10 @@ class Engine:
             self._dense_memo.clear()
             self._memo_version = self.version
         key = (family, window, None if where is None else tuple(sorted(where.items())),
-               scope, metric, at)
+               scope, metric, at, period)
         found = self._memo.get(key)
         if found is None:
-            found = self._scores(family, window, where, scope, metric, at)
+            found = self._scores(family, window, where, scope, metric, at, period)
             if len(self._memo) >= _MEMO_SIZE:
                 del self._memo[next(iter(self._memo))]  # the oldest question
             self._memo[key] = found
@@ -604,15 +648,16 @@ class Engine:
 
     def _scores(self, family: Family, window: str, where: dict[str, str] | None,
                 scope: tuple[str, ...] | None, metric: str | None,
-                at: int | None) -> list[ScopeScore]:
+                at: int | None, period: str | None = None) -> list[ScopeScore]:
         dims, wanted = self._selection(where, scope)
-        found = self._window(family, window, at)
+        found = self._window(family, window, at, period=period)
         if found is None:
             return []
         gran, first, last, ref = found
         dense = self._dense(gran, first, last)
         previous: FloatArray | None = None
-        prev = self._window(family, window, at, offset=1) if family == "periodic" else None
+        prev = (self._window(family, window, at, offset=1, period=period)
+                if family == "periodic" else None)
         if prev is not None:
             previous = self._dense(prev[0], prev[1], prev[2])
         out: list[ScopeScore] = []
@@ -626,6 +671,81 @@ class Engine:
                 continue
             out.append(self._scope_score(sid, vec, ref,
                                          None if previous is None else previous[sid]))
+        out.sort(key=lambda s: (tuple(s.scope.values()), s.metric))
+        return out
+
+    def series_steps(self) -> dict[str, str]:
+        """Steps a score series can take (``1m``, ``1h``: the sliding windows' buckets;
+        ``day`` to ``quarter``), each with the granularity that holds it."""
+        steps = {_step_name(step): f"{step}s" for step in sorted(set(self.steps.values()))}
+        steps.update({unit: unit for unit in CALENDAR_UNITS})
+        return steps
+
+    def score_series(
+        self,
+        step: str,
+        where: dict[str, str] | None = None,
+        scope: tuple[str, ...] | None = None,
+        metric: str | None = None,
+        since: int | None = None,
+        until: int | None = None,
+        max_points: int = 20_000,
+    ) -> list[ScoreSeries]:
+        """Each matching scope value's score per bucket of ``step`` over the kept range
+        (or ``[since, until)``, epoch seconds), oldest first: the trend a chart draws.
+
+        Buckets without answers are points with ``n`` 0. KeyError names what is wrong:
+        an unknown step, a scope that is not configured, too many points.
+        """
+        steps = self.series_steps()
+        if step not in steps:
+            raise KeyError(f"unknown step {step!r} (known: {', '.join(steps)})")
+        dims, wanted = self._selection(where, scope)
+        if self.watermark is None:
+            return []
+        gran = self.granularities[steps[step]]
+        bucketing = gran.bucketing
+
+        def bucket(seconds: int) -> int:
+            return int(bucketing.ids(np.array([seconds], dtype=np.int64))[0])
+
+        newest = bucket(self.watermark)
+        first = newest - gran.keep + 1
+        last = newest
+        if since is not None:
+            first = max(first, bucket(since))
+        if until is not None:
+            last = min(last, bucket(until - 1))
+        if last < first:
+            return []
+        sids = [sid for sid, (sdims, values, m) in enumerate(self.series.keys)
+                if sdims == dims and (metric is None or m == metric)
+                and (wanted is None or values == wanted)]
+        buckets = range(first, last + 1)
+        if len(sids) * len(buckets) > max_points:
+            raise KeyError(f"{len(sids)} series x {len(buckets)} buckets of {step} is more "
+                           f"than {max_points:,} points: name a metric, a scope value or a "
+                           "shorter range")
+        chosen = np.array(sids, dtype=np.int64)  # ascending, as enumerate gives them
+        sums = np.zeros((len(buckets), len(sids), NCOLS), dtype=np.float64)
+        for j, b in enumerate(buckets):
+            table = gran.tables.get(b)
+            if table is None or not len(table):
+                continue
+            used = len(table)
+            ids = table.series[:used]
+            mask = np.isin(ids, chosen)
+            if mask.any():
+                sums[j, np.searchsorted(chosen, ids[mask])] += table.data[:used][mask]
+        bounds = [bucketing.bounds(b) for b in buckets]
+        out = []
+        for i, sid in enumerate(sids):
+            column = sums[:, i]
+            if not column[:, 0].any() and not column[:, 5].any():
+                continue
+            sdims, values, m = self.series.keys[sid]
+            points = [(start, end, score(m, column[j])) for j, (start, end) in enumerate(bounds)]
+            out.append(ScoreSeries(dict(zip(sdims, values, strict=True)), m, step, points))
         out.sort(key=lambda s: (tuple(s.scope.values()), s.metric))
         return out
 

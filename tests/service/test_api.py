@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from collections import Counter
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -339,3 +340,44 @@ def test_settings_come_from_a_toml_file_under_the_environment(
     monkeypatch.setenv("TOUCHSTREAM_CONFIG", str(tmp_path / "missing.toml"))
     with pytest.raises(ValueError, match="is not a file"):
         Settings()
+
+
+async def test_past_periods_and_score_series(client: httpx.AsyncClient) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    sent = [event(i, event_id=f"hist-{i}", occurred_at=(now - timedelta(minutes=170 - i)
+                                                       ).isoformat())
+            for i in range(0, 160, 4)]
+    assert (await post(client, sent)).json()["accepted"] == len(sent)
+    read = auth(READ)
+    current = (await client.get("/v1/scores", params={
+        "family": "periodic", "window": "day", "metric": "csat"}, headers=read)).json()
+    label = current["items"][0]["window"]["label"]
+    named = (await client.get("/v1/scores", params={
+        "family": "periodic", "window": "day", "metric": "csat", "period": label},
+        headers=read)).json()
+
+    def timeless(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in i.items() if k != "computed_at"} for i in items]
+
+    assert timeless(named["items"]) == timeless(current["items"])
+    assert named["items"][0]["n"] == len(sent) or label != now.date().isoformat()
+    bad = await client.get("/v1/scores", params={"family": "periodic", "window": "month",
+                                                 "period": "last month"}, headers=read)
+    assert bad.status_code == 404 and "2026-11" in bad.json()["detail"]
+
+    answer = await client.get("/v1/scores/series", params={
+        "step": "1h", "metric": "csat", "since": (now - timedelta(hours=4)).isoformat()},
+        headers=read)
+    assert answer.status_code == 200, answer.text
+    (series,) = answer.json()["items"]
+    points = series["points"]
+    assert sum(p["n"] for p in points) == len(sent)
+    hours = Counter(datetime.fromisoformat(e["occurred_at"]).replace(minute=0, second=0)
+                    for e in sent)
+    for point in points:
+        start = datetime.fromisoformat(point["start"].replace("Z", "+00:00"))
+        assert point["n"] == hours.get(start, 0)
+        assert (point["value"] is None) == (point["n"] == 0)
+    unknown = await client.get("/v1/scores/series", params={"step": "2h"}, headers=read)
+    assert unknown.status_code == 404 and "known: 1m, 1h" in unknown.json()["detail"]
+    assert (await client.get("/v1/scores/series")).status_code == 401

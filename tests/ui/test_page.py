@@ -142,6 +142,7 @@ async def test_the_page_references_nothing_outside_its_origin(
     assert re.findall(r"fetch\(([^,)]*)", script) == ["path"]  # one fetch: api(path)
     assert set(re.findall(r"api\(`?'?(/[a-z0-9/]+)", script)) <= {"/v1/scores",
                                                                    "/v1/scores/journeys",
+                                                                   "/v1/scores/series",
                                                                    "/v1/alerts",
                                                                    "/v1/pulses"}
 
@@ -374,6 +375,19 @@ async def test_the_page_in_chromium_shows_scores_and_the_planted_alert_live(
                             "the overall n to include the new answers")
         await page.wait_for("!!document.querySelector('#overview-body [data-metric=\"csat\"] "
                             "[data-window=\"15m\"] svg.spark polyline')", "the trend line")
+        # The trend is the server's series (per minute over the last hour), not the polls
+        # since the page opened: as many points as minutes with answers.
+        spark = "#overview-body [data-metric=\"csat\"] [data-window=\"15m\"] svg.spark"
+        with httpx.Client(base_url=service.url, headers={"Authorization": f"Bearer {READ}"}) as c:
+            (series,) = c.get("/v1/scores/series", params={
+                "step": "1m", "metric": "csat",
+                "since": (datetime.now(UTC) - timedelta(hours=1)).isoformat()}).json()["items"]
+        minutes = sum(1 for p in series["points"] if p["n"])
+        assert minutes >= 2
+        drawn = await page.evaluate(f"document.querySelector({spark!r}).dataset.points")
+        assert int(drawn) == minutes
+        assert "per minute" in await page.evaluate(
+            f"document.querySelector({spark!r}).getAttribute('aria-label')")
         assert await page.evaluate("performance.getEntriesByType('navigation').length") == 1
 
         # A scope this server does not score, then segments in Arabic and Russian, each
