@@ -22,7 +22,8 @@ equally; every answer has segment "unspecified", so the segment series is a copy
 overall one (the duplicate-series shape of issue 17). 11 distinct series per metric.
 One drop rule on the simulated metric is configured (the rule under test), nothing else.
 
-**Runs.** Drop runs: 8 days of steady history (the 7-day baseline and a day), then a
+**Runs.** Drop runs: 15 days of steady history (the sequential rule reads a 7-day baseline
+before its 7-day horizon; the window rule needs 7 days and an hour), then a
 drop in every channel at once; the delay is from the drop to the first alert *firing*
 on any series of the rule (checked every 60 s); a run with no page within the horizon
 is censored, and the median is the Kaplan-Meier median (all censoring is at the horizon,
@@ -74,7 +75,7 @@ from streams.engine.store import BucketTable, SeriesRegistry  # noqa: E402
 MINUTE, HOUR, DAY = 60, 3600, 86_400
 T0 = 1_772_409_600  # Monday 2026-03-02 00:00 UTC
 CHANNELS = 10
-HISTORY_DAYS = 8
+HISTORY_DAYS = 15
 CONFIG = EngineConfig(scopes=((), ("channel",), ("segment",)))
 
 
