@@ -12,6 +12,7 @@ from typing import Any
 
 import msgspec
 
+from schemas.cloudevents import MAPPING
 from schemas.event import SCHEMA_VERSION, TouchpointEvent
 
 SCHEMA_PATH = Path(__file__).with_name(f"touchpoint-event.v{SCHEMA_VERSION}.schema.json")
@@ -24,6 +25,7 @@ def build_schema() -> dict[str, Any]:
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": f"https://touchstream.dev/schemas/touchpoint-event.v{SCHEMA_VERSION}.schema.json",
         "title": f"touchstream touchpoint event, version {SCHEMA_VERSION}",
+        "description": MAPPING,
         **schema,
     }
 

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NoReturn
 
 import orjson
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field
 
+from schemas import cloudevents
 from schemas.decode import EventDecoder, EventError, Problem
 from service.deps import ReadKey, RunnerDep, SettingsDep, WriteKey
-from streams.deadletters import BodyItems
+from streams.deadletters import BodyItems, reencoded, split_body
 from streams.runner import EventOutcome
 
 router = APIRouter(prefix="/v1", tags=["events"])
@@ -139,6 +140,9 @@ async def post_events(request: Request, runner: RunnerDep, settings: SettingsDep
     ``problems``, the first one also as ``field`` and ``reason``).
     """
     body = await request.body()
+    mode = _cloudevents_mode(request)
+    if mode is not None:
+        return await _post_cloudevents(request, runner, settings.max_batch, body, mode)
     try:
         items = _items(body, settings.max_batch)
     except HTTPException as exc:
@@ -162,6 +166,83 @@ async def post_events(request: Request, runner: RunnerDep, settings: SettingsDep
     }
     # Documented by EventsAnswer, written as it is (validating 10,000 results against
     # the model would cost more than ingesting them).
+    return Response(orjson.dumps(answer), media_type="application/json")
+
+
+def _cloudevents_mode(request: Request) -> str | None:
+    """``structured``, ``batch`` or ``binary`` for a CloudEvents request, else None."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media == cloudevents.STRUCTURED:
+        return "structured"
+    if media == cloudevents.BATCH:
+        return "batch"
+    if "ce-specversion" in request.headers:
+        return "binary"
+    return None
+
+
+async def _refuse(request: Request, runner: Any, body: bytes, field: str,
+                  reason: str) -> NoReturn:
+    """A body that holds no event: one rejection, kept as a dead letter, then 400."""
+    request.app.state.metrics.observe_outcomes(Counter(rejected=1))
+    await runner.dead_letter(body, field, reason)
+    raise HTTPException(400, detail={"field": field, "reason": reason})
+
+
+async def _post_cloudevents(request: Request, runner: Any, max_batch: int, body: bytes,
+                            mode: str) -> Response:
+    """The HTTP binding of CloudEvents: each event mapped to the contract
+    (``schemas.cloudevents``), then ingested as any other. One CloudEvent that is not
+    counted answers 400 with the field and the reason; a batch answers per event."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        await _refuse(request, runner, body, "$" if mode != "binary" else "data",
+                      f"not valid JSON ({exc})")
+    if mode == "batch":
+        if not isinstance(parsed, list):
+            await _refuse(request, runner, body, "$", "a CloudEvents batch is a JSON array")
+        if len(parsed) > max_batch:
+            raise HTTPException(413, detail={"field": "$", "reason": f"{len(parsed)} events; "
+                                             f"at most {max_batch} per request"})
+        envelopes: list[Any] = parsed
+        raws = split_body(body, len(parsed)) or [reencoded(e) for e in parsed]
+    else:
+        envelopes, raws = [parsed], [body]
+    mapped: list[dict[str, Any] | EventError] = []
+    for envelope in envelopes:
+        try:
+            mapped.append(cloudevents.to_event(
+                cloudevents.binary_attributes(request.headers, "ce-"), envelope)
+                if mode == "binary" else cloudevents.from_structured(envelope))
+        except EventError as exc:
+            mapped.append(exc)
+    good = [i for i, m in enumerate(mapped) if not isinstance(m, EventError)]
+    items = [mapped[i] for i in good]
+    outcomes_of_good = await runner.submit(items, lambda j: raws[good[j]]) if good else []
+    outcomes: list[EventOutcome] = [
+        EventOutcome(i, "rejected", None, m.field, m.reason) if isinstance(m, EventError)
+        else EventOutcome(i, "rejected") for i, m in enumerate(mapped)]
+    for j, outcome in enumerate(outcomes_of_good):
+        i = good[j]
+        outcomes[i] = EventOutcome(i, outcome.status, outcome.event_id, outcome.field,
+                                   outcome.reason)
+    for i, m in enumerate(mapped):  # refused by the envelope: kept as sent
+        if isinstance(m, EventError):
+            await runner.dead_letter(raws[i], m.field, m.reason)
+    counts = Counter(o.status for o in outcomes)
+    request.app.state.metrics.observe_outcomes(counts)
+    results = _results([m if not isinstance(m, EventError) else envelopes[i]
+                        for i, m in enumerate(mapped)], outcomes)
+    for i, m in enumerate(mapped):
+        if isinstance(m, EventError):
+            results[i]["problems"] = [{"field": f, "reason": r} for f, r in m.problems]
+    if mode != "batch" and outcomes[0].status == "rejected":
+        result = results[0]
+        raise HTTPException(400, detail={"field": result["field"], "reason": result["reason"],
+                                         "problems": result["problems"]})
+    answer = {"accepted": counts["accepted"], "duplicates": counts["duplicate"],
+              "late": counts["late"], "rejected": counts["rejected"], "results": results}
     return Response(orjson.dumps(answer), media_type="application/json")
 
 
