@@ -6,6 +6,7 @@ import asyncio
 import logging
 import math
 import sys
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -253,6 +254,9 @@ def simulate_command(
     api_key: Annotated[str | None, typer.Option(envvar="TOUCHSTREAM_API_KEY",
                                                 help="Key with the write scope.")] = None,
     batch_size: Annotated[int, typer.Option(help="Events per request/flush.")] = 500,
+    wait: Annotated[float, typer.Option(
+        help="kafka:// only: seconds to wait for the workers to count what was sent, "
+             "and report what they made of it (0: do not wait).")] = 60.0,
 ) -> None:
     """Realistic synthetic traffic: segments, journeys across channels, many languages."""
     from service.traffic import format_duration, fresh_seed, parse_drop, parse_duration
@@ -276,10 +280,11 @@ def simulate_command(
     source = paced(stream, rate) if live else stream
     say(f"simulating {format_duration(span)} of traffic at {rate:g} events/s to {to} "
         f"(seed {used}{'' if seed is not None else '; --seed repeats a run'})")
-    report = _run_pump(source, sink, batch_size, int(rate * span.total_seconds()), to)
+    report, workers = _deliver(source, sink, batch_size, int(rate * span.total_seconds()),
+                               to, wait)
     _summary(report, repeat_hint="the same --seed as an earlier run sends the same event "
                                  "ids; leave --seed out for new ones" if seed is not None
-             else "these event ids were sent there before")
+             else "these event ids were sent there before", workers=workers)
 
 
 @app.command("replay")
@@ -292,6 +297,9 @@ def replay_command(
     api_key: Annotated[str | None, typer.Option(envvar="TOUCHSTREAM_API_KEY",
                                                 help="Key with the write scope.")] = None,
     batch_size: Annotated[int, typer.Option(help="Events per request/flush.")] = 1000,
+    wait: Annotated[float, typer.Option(
+        help="kafka:// only: seconds to wait for the workers to count what was sent, "
+             "and report what they made of it (0: do not wait).")] = 60.0,
 ) -> None:
     """Send a file of events somewhere, with a progress bar and a summary of outcomes."""
     from service.traffic import file_events, rate_limited
@@ -300,8 +308,9 @@ def replay_command(
         raise typer.BadParameter("must be more than 0", param_hint="--rate")
     sink = _open_sink(to, api_key, batch_size)
     say(f"replaying {path} to {to}")
-    report = _run_pump(rate_limited(file_events(path, None), rate), sink, batch_size, None, to)
-    _summary(report, repeat_hint=f"{path.name} was sent there before")
+    report, workers = _deliver(rate_limited(file_events(path, None), rate), sink, batch_size,
+                               None, to, wait)
+    _summary(report, repeat_hint=f"{path.name} was sent there before", workers=workers)
 
 
 def _open_sink(to: str, api_key: str | None, batch_size: int) -> Any:
@@ -313,6 +322,49 @@ def _open_sink(to: str, api_key: str | None, batch_size: int) -> Any:
         return open_sink(to, api_key, batch_size)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--to") from None
+
+
+def _deliver(events: Any, sink: Any, batch_size: int, total: int | None, to: str,
+             wait: float) -> tuple[Any, Any]:
+    """Send, and for a Kafka destination, what the workers made of it: their
+    ``Outcomes``, or why that cannot be known (a string), or None when not asked."""
+    if not to.startswith("kafka://") or wait <= 0:
+        return _run_pump(events, sink, batch_size, total, to), None
+    from streams.worker import outcomes
+
+    if not _debug:  # the readers' consumers would log each subscription over the summary
+        logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    try:
+        settings, config = _kafka_settings(to)
+    except CliError as exc:
+        report = _run_pump(events, sink, batch_size, total, to)
+        return report, exc.cause
+    try:
+        marks: Any = asyncio.run(outcomes.before(settings, config, timeout=min(wait, 10.0)))
+    except outcomes.OutcomesUnknown as exc:
+        marks = f"before sending, {exc}"
+    report = _run_pump(events, sink, batch_size, total, to)
+    if isinstance(marks, str):
+        return report, marks
+    try:
+        return report, asyncio.run(outcomes.after(settings, config, marks, timeout=wait))
+    except outcomes.OutcomesUnknown as exc:
+        return report, str(exc)
+
+
+def _kafka_settings(to: str) -> tuple[Any, Any]:
+    """The workers' settings (TOUCHSTREAM_* and the config file) for ``kafka://host/topic``:
+    where their view and dead letters are."""
+    from streams.worker.settings import WorkerSettings
+
+    bootstrap, _, topic = to.removeprefix("kafka://").partition("/")
+    try:
+        settings = WorkerSettings(kafka_bootstrap=bootstrap,
+                                  topic_touchpoints=topic or "touchpoints")
+        return settings, settings.load_engine_config()
+    except (pydantic.ValidationError, ValueError, OSError) as exc:
+        raise CliError(f"the workers' settings cannot be read ({exc})", "",
+                       Exit.CONFIG) from None
 
 
 def _run_pump(events: Any, sink: Any, batch_size: int, total: int | None, to: str) -> Any:
@@ -356,18 +408,40 @@ async def _pump(events: Any, sink: Any, batch_size: int, total: int | None) -> A
             await sink.close()
 
 
-def _summary(report: Any, repeat_hint: str) -> None:
-    """What the destination made of the events, with rejects and lates by reason."""
-    say(f"sent {report.sent:,}: accepted {report.accepted:,}, duplicates "
-        f"{report.duplicates:,}, late {report.late:,}, rejected {report.rejected:,}")
-    for title, reasons in (("rejected", report.reasons), ("late", report.late_reasons)):
+def _summary(report: Any, repeat_hint: str, workers: Any = None) -> None:
+    """What the destination made of the events, with rejects and lates by reason. For
+    Kafka, the broker's acknowledgements, then what the workers counted (or why that
+    cannot be known)."""
+    if workers is None:
+        say(f"sent {report.sent:,}: accepted {report.accepted:,}, duplicates "
+            f"{report.duplicates:,}, late {report.late:,}, rejected {report.rejected:,}")
+        _reasons(report.reasons, report.late_reasons)
+        outcome = report
+    else:
+        say(f"sent {report.sent:,}: stored by the broker {report.accepted:,}, refused "
+            f"{report.rejected:,}")
+        _reasons(report.reasons, Counter())
+        if isinstance(workers, str):
+            say(f"what the workers counted is unknown: {workers}")
+            return
+        others = workers.records - report.accepted
+        say(f"counted by the workers: accepted {workers.accepted:,}, duplicates "
+            f"{workers.duplicates:,}, late {workers.late:,}, rejected {workers.rejected:,}"
+            + (f" (with {others:,} records others sent meanwhile)" if others > 0 else ""))
+        _reasons(workers.reasons, workers.late_reasons)
+        outcome = workers
+    total = outcome.accepted + outcome.duplicates + outcome.late + outcome.rejected
+    if total and outcome.duplicates == total:
+        say(f"every event was a duplicate: the destination had these event ids "
+            f"already ({repeat_hint})")
+
+
+def _reasons(rejected: Counter[str], late: Counter[str]) -> None:
+    for title, reasons in (("rejected", rejected), ("late", late)):
         for reason, count in reasons.most_common(10):
             say(f"  {title:<8} {count:>7,}  {reason}")
         if len(reasons) > 10:
             say(f"  {title} (and {len(reasons) - 10} more reasons)")
-    if report.sent and report.duplicates == report.sent:
-        say(f"every event was a duplicate: the destination had these event ids "
-            f"already ({repeat_hint})")
 
 
 @app.command("worker")
