@@ -6,7 +6,7 @@ import time
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 
 from service.deps import ReadKey, RunnerDep, SettingsDep
 from service.views import num, scope_score_view
@@ -17,12 +17,28 @@ router = APIRouter(prefix="/v1/scores", tags=["scores"])
 Dim = Annotated[str | None, Query(max_length=64)]
 
 
+def _where(channel: Dim = None, touchpoint: Dim = None, segment: Dim = None,
+           offering: Dim = None, journey_type: Dim = None, stage: Dim = None,
+           owner: Dim = None, contact: Dim = None, program: Dim = None,
+           source: Dim = None) -> dict[str, str]:
+    """Dimension filters (``channel=chat&segment=enterprise``): the scope value picked."""
+    return {k: v for k, v in {
+        "channel": channel, "touchpoint": touchpoint, "segment": segment,
+        "offering": offering, "journey_type": journey_type, "stage": stage,
+        "owner": owner, "contact": contact, "program": program, "source": source,
+    }.items() if v is not None}
+
+
+Where = Annotated[dict[str, str], Depends(_where)]
+
+
 @router.get("", responses={404: {"description": "No such window, or no such configured "
                                                  "scope"}})
 async def list_scores(
     runner: RunnerDep,
     settings: SettingsDep,
     _: ReadKey,
+    where: Where,
     family: Literal["continuous", "periodic", "pulse"] = "continuous",
     window: Annotated[str, Query(max_length=64, description="e.g. 15m, 1h, 24h, 7d, "
                                  "day, week, month, quarter; with family=pulse, a pulse "
@@ -33,16 +49,6 @@ async def list_scores(
                     "(e.g. channel or channel,segment). Without it and without "
                     "dimension filters: the overall scope.")] = None,
     metric: Annotated[str | None, Query(max_length=32)] = None,
-    channel: Dim = None,
-    touchpoint: Dim = None,
-    segment: Dim = None,
-    offering: Dim = None,
-    journey_type: Dim = None,
-    stage: Dim = None,
-    owner: Dim = None,
-    contact: Dim = None,
-    program: Dim = None,
-    source: Dim = None,
     period: Annotated[str | None, Query(
         max_length=16,
         description="With family=periodic: a past calendar period instead of the "
@@ -58,11 +64,6 @@ async def list_scores(
     ``family=pulse&window=<study id>``: the study's scores per metric, its filter as the
     scope and its baseline as ``previous``.
     """
-    where = {k: v for k, v in {
-        "channel": channel, "touchpoint": touchpoint, "segment": segment,
-        "offering": offering, "journey_type": journey_type, "stage": stage,
-        "owner": owner, "contact": contact, "program": program, "source": source,
-    }.items() if v is not None}
     dims = None if scope is None else tuple(d.strip() for d in scope.split(",") if d.strip())
     limit = min(limit, settings.max_page)
 
@@ -101,6 +102,7 @@ async def list_scores(
 async def score_series(
     runner: RunnerDep,
     _: ReadKey,
+    where: Where,
     step: Annotated[str, Query(max_length=16, description="1m, 1h (the sliding windows' "
                                "buckets), day, week, month or quarter")] = "1h",
     scope: Annotated[str | None, Query(max_length=200, description="List every value "
@@ -110,27 +112,12 @@ async def score_series(
                                             "oldest bucket kept")] = None,
     until: Annotated[datetime | None, Query(description="RFC 3339, exclusive; default: "
                                             "now (the watermark)")] = None,
-    channel: Dim = None,
-    touchpoint: Dim = None,
-    segment: Dim = None,
-    offering: Dim = None,
-    journey_type: Dim = None,
-    stage: Dim = None,
-    owner: Dim = None,
-    contact: Dim = None,
-    program: Dim = None,
-    source: Dim = None,
 ) -> dict[str, Any]:
     """A score's trend: per bucket of ``step``, its n and interval, over the kept range.
 
     The live page draws its trends from it. Filters and ``scope`` work as in
     ``GET /v1/scores``; buckets without answers are points with ``n`` 0 and no value.
     """
-    where = {k: v for k, v in {
-        "channel": channel, "touchpoint": touchpoint, "segment": segment,
-        "offering": offering, "journey_type": journey_type, "stage": stage,
-        "owner": owner, "contact": contact, "program": program, "source": source,
-    }.items() if v is not None}
     dims = None if scope is None else tuple(d.strip() for d in scope.split(",") if d.strip())
 
     def seconds(at: datetime | None) -> int | None:
