@@ -9,16 +9,17 @@ something must say the same thing. The result is an event object for the decoder
 which then judges it as any other.
 
 Used by the HTTP binding (structured ``application/cloudevents+json``, batched
-``application/cloudevents-batch+json``, binary with ``ce-*`` headers);
-``binary_attributes`` also reads the Kafka binding's ``ce_`` headers, which the worker's
-input does not read yet.
+``application/cloudevents-batch+json``, binary with ``ce-*`` headers) and the Kafka
+binding (``from_kafka``: structured, or binary with ``ce_*`` headers).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
+
+import orjson
 
 from schemas.decode import EventError
 from schemas.event import CLOUDEVENT_TYPE, KINDS
@@ -117,3 +118,34 @@ def binary_attributes(headers: Mapping[str, str], prefix: str) -> dict[str, str]
     if content_type is not None:
         found.setdefault("datacontenttype", content_type)
     return found
+
+
+def from_kafka(headers: Sequence[tuple[str, bytes]], value: bytes | None) -> bytes | None:
+    """The event JSON of a Kafka record in the CloudEvents Kafka protocol binding, or
+    None when the record is not a CloudEvent: binary (``ce_*`` headers, the data as the
+    value) or structured (the whole CloudEvent as the value; ``content-type:
+    application/cloudevents+json``, or any JSON object with a ``specversion``). Raises
+    ``EventError`` naming the attribute when it cannot carry an event."""
+    named = {name.lower(): bytes(raw).decode("utf-8", "replace") for name, raw in headers}
+    content_type = named.get("content-type", "").split(";")[0].strip().lower()
+    if "ce_specversion" in named:
+        try:
+            data = orjson.loads(value or b"")
+        except orjson.JSONDecodeError as exc:
+            raise EventError("data", f"not valid JSON ({exc})") from None
+        attributes = {name[3:]: text for name, text in named.items() if name.startswith("ce_")}
+        if content_type:
+            attributes.setdefault("datacontenttype", content_type)
+        return orjson.dumps(to_event(attributes, data))
+    if content_type != STRUCTURED and (value is None or b'"specversion"' not in value):
+        return None
+    try:
+        envelope = orjson.loads(value or b"")
+    except orjson.JSONDecodeError as exc:
+        if content_type == STRUCTURED:
+            raise EventError("$", f"not valid JSON ({exc})") from None
+        return None
+    if content_type != STRUCTURED and not (isinstance(envelope, dict)
+                                           and "specversion" in envelope):
+        return None
+    return orjson.dumps(from_structured(envelope))
