@@ -5,9 +5,10 @@ its peak resident set (``VmHWM`` from /proc/self/status), so one run's garbage n
 counts in the next. The baseline of each table is the same process with an empty engine
 (everything imported, the engine built, no events), measured in the same run.
 
-    python benchmarks/bench_memory.py [--quick] [--parts customers,scopes,book,journeys]
+    python benchmarks/bench_memory.py [--quick] [--parts customers,scopes,book,journeys,dedupe]
                                       [--max-customers N] [--days D] [--no-snapshot]
                                       [--dedupe-horizon SECONDS] [--events-per-series N]
+                                      [--ids-per-day N]
 
 Parts:
 
@@ -17,8 +18,9 @@ customers  The default ``EngineConfig`` fed 10^3 .. 10^6 distinct customers with
            and offerings are the simulator's (streams/sources/simulator.py), so the number
            of series stays put while customers grow. Customers come in blocks of 1,000
            whose journeys interleave (about 1,000 open at a time); all events lie evenly
-           over ``--days`` (30) of event time, in order, so the dedupe set holds the last
-           7 days of event ids (``dedupe_horizon``). After ingest the engine takes a
+           over ``--days`` (30) of event time, in order, so the dedupe memory holds the
+           event ids of the whole dedupe horizon (the lateness horizon, 35 days, unless
+           ``--dedupe-horizon``). After ingest the engine takes a
            snapshot (``Engine.snapshot``), which is when the peak may move; a fresh
            process then reads it back (``Engine.restore``), as a restart would.
 scopes     The default scopes with V channels, V touchpoints (one per channel) and V
@@ -27,6 +29,12 @@ scopes     The default scopes with V channels, V touchpoints (one per channel) a
            gets ``--events-per-series`` (20) events spread over 7 days; 1,000 customers.
 book       ``CustomerBook`` alone: N customers, four values each (no engine around it).
 journeys   ``JourneyTracker`` alone: N open journeys of three touchpoints on two channels.
+dedupe     The dedupe memory alone (``SeenIds``) over the default 35-day horizon: D ids a
+           day (10^4 .. ``--ids-per-day``, 10^6), in event-time order, pruned as the
+           engine prunes it, side by side: "set" is every id in the hot tier (a Python set
+           of ints, as before the frozen tier); "two-tier" freezes buckets older than the
+           hot range (2 h behind the watermark at the default ``allowed_lateness``) into
+           sorted uint64 arrays. Each row also gives the snapshot bytes per id.
 
 ``--quick`` runs a tiny version (a few seconds) for the smoke test.
 """
@@ -45,6 +53,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -52,6 +63,7 @@ if str(ROOT) not in sys.path:
 from schemas.event import Ces, Csat, Nps, Outcome, TouchpointEvent  # noqa: E402
 from streams.engine.config import DimensionConfig, EngineConfig  # noqa: E402
 from streams.engine.customers import CustomerBook  # noqa: E402
+from streams.engine.dedupe import SeenIds, bucket_width  # noqa: E402
 from streams.engine.engine import Engine  # noqa: E402
 from streams.engine.journeys import JourneyTracker  # noqa: E402
 from streams.sources.simulator import (  # noqa: E402
@@ -215,6 +227,24 @@ def measure(kind: str, size: int, args: argparse.Namespace) -> dict[str, Any]:
         events = feed(engine, scope_events(size, args.events_per_series))
         out.update(events=events, customers=len(engine.customers.customers),
                    series=len(engine.series), seen=len(engine.seen))
+    elif kind in ("dedupe-set", "dedupe-tiers"):  # size: ids per day, over 35 days
+        config = EngineConfig()
+        width = bucket_width(config.dedupe_span)
+        seen = SeenIds(width)
+        days = config.lateness_horizon // 86_400
+        total = size * days
+        step = config.lateness_horizon / max(total, 1)
+        hot = config.allowed_lateness + 3600 + width  # as Engine._prune_seen
+        for lo in range(0, total, BATCH):
+            n = min(BATCH, total - lo)
+            times = (START + (np.arange(lo, lo + n) * step)).astype(np.int64)
+            seen.add([f"evt-{k:032x}" for k in range(lo, lo + n)], times)
+            wm = int(times[-1])
+            seen.prune(wm - config.dedupe_span,
+                       wm - hot if kind == "dedupe-tiers" else None)
+        out.update(ids=len(seen), hot=seen.hot, frozen=seen.frozen,
+                   hwm_ingest_kib=status_kib("VmHWM"), rss_kib=status_kib("VmRSS"))
+        out["snapshot_bytes"] = len(msgspec.msgpack.encode(seen.state()))
     elif kind == "book":
         book = CustomerBook(EngineConfig().customers)
         for r in range(4):
@@ -309,13 +339,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, a few seconds")
-    parser.add_argument("--parts", default="customers,scopes,book,journeys")
+    parser.add_argument("--parts", default="customers,scopes,book,journeys,dedupe")
     parser.add_argument("--max-customers", type=int, default=1_000_000)
     parser.add_argument("--days", type=float, default=30.0)
     parser.add_argument("--events-per-series", type=int, default=20)
     parser.add_argument("--no-snapshot", dest="snapshot", action="store_false")
     parser.add_argument("--dedupe-horizon", type=int, default=None,
-                        help="seconds of event ids kept for dedupe in part (a) (default 7 days)")
+                        help="seconds of event ids kept for dedupe in part (a) (default: "
+                             "the lateness horizon, 35 days)")
+    parser.add_argument("--ids-per-day", type=int, default=1_000_000,
+                        help="the most ids a day in part (dedupe), over 35 days")
     parser.add_argument("--snapshot-file", help=argparse.SUPPRESS)
     parser.add_argument("--child", nargs=2, metavar=("KIND", "SIZE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -325,7 +358,9 @@ def main() -> None:
     parts = args.parts.split(",")
     if args.quick:
         customers, scopes, book, journeys = [1_000, 10_000], [1, 8], [100_000], [10_000]
+        per_day = [1_000]
     else:
+        per_day = [n for n in (10_000, 100_000, 1_000_000) if n <= args.ids_per_day]
         customers = [n for n in (1_000, 10_000, 100_000, 1_000_000) if n <= args.max_customers]
         scopes, book, journeys = [1, 8, 30, 98], [10_000, 100_000, 1_000_000], \
             [1_000, 10_000, 100_000]
@@ -347,6 +382,28 @@ def main() -> None:
     if "journeys" in parts:
         table("(d) JourneyTracker alone, open journeys of 3 touchpoints", "journeys",
               "journeys", journeys, args, [])
+    if "dedupe" in parts:
+        dedupe_table(per_day, args)
+
+
+def dedupe_table(per_day: list[int], args: argparse.Namespace) -> None:
+    """(e) the dedupe memory over the 35-day horizon: the set alone against two tiers."""
+    base = run_child("dedupe-set", 0, args)["hwm_ingest_kib"]
+    print("\n(e) dedupe memory alone (SeenIds), 35-day horizon, ids in event-time order;"
+          " peak before the snapshot")
+    print(f"  {'ids/day':>10}  {'ids kept':>11}  {'layout':>8}  {'peak RSS MiB':>12}"
+          f"  {'over base':>9}  {'B/id':>6}  {'hot ids':>10}  {'snapshot B/id':>13}")
+    print(f"  {'baseline':>10}  {'':>11}  {'':>8}  {mib(base):>12}")
+    for size in per_day:
+        for kind, name in (("dedupe-set", "set"), ("dedupe-tiers", "two-tier")):
+            r = run_child(kind, size, args)
+            ids = r["ids"]
+            over = r["hwm_ingest_kib"] - base
+            print(f"  {size:>10,}  {ids:>11,}  {name:>8}  {mib(r['hwm_ingest_kib']):>12}"
+                  f"  {mib(over):>9}  {over * 1024 / max(ids, 1):>6.1f}  {r['hot']:>10,}"
+                  f"  {r['snapshot_bytes'] / max(ids, 1):>13.2f}   ({r['seconds']:.1f} s;"
+                  f" with the snapshot: peak {r['hwm_kib'] / 1024:.1f} MiB)",
+                  flush=True)
 
 
 if __name__ == "__main__":

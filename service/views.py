@@ -60,6 +60,11 @@ def scope_score_view(s: ScopeScore, computed_at: float) -> dict[str, Any]:
         "computed_at": iso(computed_at),
         "previous": None if s.previous is None else score_view(s.previous),
         "change": num(s.change),
+        # Answers that arrived after (a bucket of) the window closed, and the watermark
+        # when the last of them revised it (null: never revised).
+        "late_answers": s.late_answers,
+        "revised_at": None if s.revised_at is None
+        else s.revised_at.isoformat().replace("+00:00", "Z"),
     }
 
 

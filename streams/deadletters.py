@@ -42,7 +42,7 @@ import orjson
 Kind = Literal["invalid", "late", "bad_body", "bad_command"]
 KINDS: Final[tuple[Kind, ...]] = ("invalid", "late", "bad_body", "bad_command")
 """``invalid``: an event that failed validation (HTTP or a Kafka record); ``late``: an
-event older than the watermark minus the allowed lateness (kept, not counted);
+event older than the watermark minus the lateness horizon (kept, not counted);
 ``bad_body``: an HTTP body refused whole (not JSON, not an event batch: 400);
 ``bad_command``: a control record that cannot apply (Kafka runner; ``field`` is
 ``control.<field>``)."""
@@ -52,15 +52,17 @@ DEFAULT_MAX_BYTES: Final = 64 * 1024
 HTTP: Final = "http"
 """``source.topic`` of what came in over HTTP."""
 LATE_FIELD: Final = "occurred_at"
-LATE_REASON: Final = "older than the watermark minus the allowed lateness"
+LATE_REASON: Final = "older than the watermark minus the lateness horizon"
 
 # Legacy words, read from data written before the contract (embedded rows, DLQ headers).
 _LEGACY_KINDS: Final = {"rejected": "invalid"}
 
 
-def late_reason(allowed_lateness: int) -> str:
-    """The reason of a late event, the same on both runners."""
-    return f"{LATE_REASON} ({allowed_lateness} s)"
+def late_reason(horizon: int) -> str:
+    """The reason of a late event, the same on both runners: ``horizon`` is the engine's
+    ``lateness_horizon`` (seconds), shown in days too when it is whole days."""
+    days = f", {horizon // 86_400} days" if horizon and horizon % 86_400 == 0 else ""
+    return f"{LATE_REASON} ({horizon} s{days})"
 
 
 def kind_of(word: str | None, field: str | None) -> str:

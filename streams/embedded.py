@@ -409,7 +409,8 @@ class EmbeddedRunner:
                                           f"{STORAGE_VERSION!r}; this touchstream cannot read it")
         stored = meta.get("config", "")
         try:
-            same = EngineConfig.model_validate_json(stored) == self.config
+            # The horizons may change between runs (``EngineConfig.same_state``).
+            same = EngineConfig.stored(stored).same_state(self.config)
         except ValueError:
             same = False
         if not same:
@@ -560,7 +561,7 @@ class EmbeddedRunner:
         """A late event's row: ``payload`` the bytes received (on replay, where only the
         log's canonical JSON is left, those; the row written at submission wins)."""
         return self._dead_row(received_at, "late", event.event_id, LATE_FIELD,
-                              late_reason(self.config.allowed_lateness), payload, index)
+                              late_reason(self.config.lateness_horizon), payload, index)
 
     def _validate(self, items: Sequence[Any], received_at: float, raw: ItemBytes | None = None
                   ) -> tuple[list[EventOutcome | None], list[tuple[int, TouchpointEvent, bytes]],

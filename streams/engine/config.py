@@ -6,7 +6,8 @@ environment settings, or from a test, and is validated with the field named.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import json
+from typing import Annotated, Final, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -112,7 +113,17 @@ class EngineConfig(_Frozen):
         default_factory=_default_periods
     )
     allowed_lateness: Annotated[int, Field(ge=0, le=86_400)] = 3600
-    dedupe_horizon: Annotated[int, Field(ge=0)] = 7 * 86_400
+    """Seconds behind the watermark (the newest event time seen) an answer is on time.
+    A bucket closes this long after its end (detection evaluates closed buckets); an
+    answer that arrives later still counts, up to ``lateness_horizon``, and revises the
+    windows it falls in (``ScopeScore.late_answers`` and ``revised_at``)."""
+    lateness_horizon: Annotated[int, Field(ge=0, le=400 * 86_400)] = 35 * 86_400
+    """Seconds behind the watermark an answer still counts in the buckets of its event
+    time (those its granularities still keep); only older answers are dead-lettered as
+    late. 35 days by default: a monthly export, and a quarter's calendar windows."""
+    dedupe_horizon: Annotated[int | None, Field(ge=0)] = None
+    """Seconds of event time an event id is remembered; ``None``: ``lateness_horizon``
+    (a resent answer the horizon still takes is a duplicate)."""
     journey_timeout: Annotated[int, Field(gt=0)] = 14 * 86_400
     journeys_kept: Annotated[int, Field(ge=0)] = 100_000
     targets: tuple[Target, ...] = ()
@@ -161,14 +172,42 @@ class EngineConfig(_Frozen):
 
     @model_validator(mode="after")
     def _coherent(self) -> EngineConfig:
-        if self.dedupe_horizon < self.allowed_lateness:
+        if self.lateness_horizon < self.allowed_lateness:
+            raise ValueError("lateness_horizon must be at least allowed_lateness (answers "
+                             "on time are within the horizon)")
+        if self.dedupe_horizon is not None and self.dedupe_horizon < self.lateness_horizon:
             raise ValueError(
-                "dedupe_horizon must be at least allowed_lateness, or a resent late-but-"
-                "allowed event could be counted twice"
+                "dedupe_horizon must be at least lateness_horizon, or a resent late-but-"
+                "counted event could be counted twice"
             )
         if self.customers.min_recent > self.customers.recent:
             raise ValueError("customers.min_recent cannot exceed customers.recent")
         return self
+
+    @property
+    def dedupe_span(self) -> int:
+        """Seconds of event time an event id is remembered (``dedupe_horizon``, else
+        ``lateness_horizon``)."""
+        return self.lateness_horizon if self.dedupe_horizon is None else self.dedupe_horizon
+
+    def same_state(self, other: EngineConfig) -> bool:
+        """Whether state built with ``other`` serves this configuration: every field
+        equal but the horizons (``lateness_horizon``, ``dedupe_horizon``), which only
+        decide what an ingest takes and may change between runs."""
+        return (self.model_copy(update=_HORIZONS) == other.model_copy(update=_HORIZONS))
+
+    @classmethod
+    def stored(cls, text: str | bytes) -> EngineConfig:
+        """A configuration saved with state (``model_dump_json``), by any version: one
+        saved before ``lateness_horizon`` existed (where ``allowed_lateness`` was the
+        horizon) reads with its horizons migrated, so that its state still restores.
+        Raises ``ValueError`` when unreadable."""
+        raw = json.loads(text)
+        if not isinstance(raw, dict):
+            raise ValueError("not a configuration")
+        if "lateness_horizon" not in raw:
+            raw["lateness_horizon"] = raw.get("allowed_lateness", 3600)
+        return cls.model_validate(raw)
 
     def cap(self, dimension: str) -> int:
         """The distinct-value cap of ``dimension``."""
@@ -179,3 +218,6 @@ class EngineConfig(_Frozen):
         """Every dimension some scope groups by, in canonical order."""
         used = {d for scope in self.scopes for d in scope}
         return tuple(d for d in DIMENSIONS if d in used)
+
+
+_HORIZONS: Final[dict[str, object]] = {"lateness_horizon": 0, "dedupe_horizon": None}

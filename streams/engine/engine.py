@@ -1,14 +1,26 @@
 """The monitoring engine: events in, windows, journeys, customers and pulse studies out.
 
 It knows nothing of Kafka or HTTP. A runner hands it batches of validated events;
-it drops duplicates (by event id, within a horizon) and holds back late events (older
-than the watermark minus the allowed lateness) and returns both, so nothing is lost
-silently; everything else updates mergeable aggregates per (series, time bucket),
+it drops duplicates (by event id, within the dedupe horizon) and holds back late events
+(older than the watermark minus ``lateness_horizon``) and returns both, so nothing is
+lost silently; everything else updates mergeable aggregates per (series, time bucket),
 computed for the whole batch with numpy.
+
+An answer counts in the buckets of its event time whenever it arrives, up to the
+lateness horizon (35 days by default): in every granularity whose kept range still holds
+its bucket (a 3-day-late answer lands in the hourly buckets and the calendar periods,
+not in the minute buckets, kept ~3 h, whose windows do not cover it anyway), so memory
+does not grow with the horizon. An answer more than ``allowed_lateness`` behind the
+watermark it meets is counted as usual and, in each bucket that had closed (the
+watermark had passed its end by ``allowed_lateness``), noted per series in the bucket's
+``late`` and ``revised`` counters: every window covering the bucket says how many late
+answers it holds and when it was last revised (``ScopeScore.late_answers``,
+``revised_at``). Nothing is noted per event on the on-time path.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -24,7 +36,7 @@ from schemas.event import TouchpointEvent
 from streams.engine.buckets import CalendarBucketing, FixedBucketing, IntArray
 from streams.engine.config import CALENDAR_UNITS, DIMENSIONS, EngineConfig
 from streams.engine.customers import CustomerBook
-from streams.engine.dedupe import SeenIds, bucket_width
+from streams.engine.dedupe import BUCKET, SeenIds, bucket_width
 from streams.engine.dimensions import NONE, DimensionCodes
 from streams.engine.journeys import JourneyTracker
 from streams.engine.metrics import (
@@ -51,12 +63,17 @@ from streams.engine.store import (
 log = logging.getLogger(__name__)
 
 Family = Literal["continuous", "periodic"]
-SNAPSHOT_VERSION: Final = 2
-"""2: the dedupe memory as digests (``SeenIds``); version 1 (ids and times) still restores."""
+SNAPSHOT_VERSION: Final = 3
+"""3: the dedupe memory in two tiers (hot and ``frozen``), buckets with their ``late`` and
+``revised`` counters; 2: the dedupe memory as digests (``SeenIds``); versions 1 (ids and
+times) and 2 still restore, and so does a snapshot whose configuration differs only in
+the horizons (``EngineConfig.same_state``)."""
 _METRIC_RADIX: Final = 1024
 _NEVER: Final = -(2**62)
 _GROUP_ROWS: Final = 1 << 17
 """About how many (event, scope) rows one grouping call takes, over granularities."""
+_Behind = tuple[IntArray, IntArray]
+"""Accepted events behind the allowed lateness: their indexes, the watermark each met."""
 
 
 @dataclass(slots=True)
@@ -93,6 +110,13 @@ class ScopeScore:
     previous: Score | None = None
     vector: FloatArray | None = field(default=None, compare=False, repr=False)
     """The aggregate vector the score was computed from."""
+    late_answers: int = 0
+    """Answers in the window that arrived after their bucket had closed (more than
+    ``allowed_lateness`` behind the watermark past its end): for a calendar period,
+    those that arrived after the period closed."""
+    revised_at: datetime | None = None
+    """The watermark (newest event time seen) when the last of those was counted: when
+    the window was last revised after (a bucket of) it closed; None when never."""
 
     @property
     def change(self) -> float | None:
@@ -199,7 +223,7 @@ class Engine:
         for unit, calendar in self.calendars.items():
             self.granularities[unit] = Granularity(calendar, config.periods_kept[unit])
         self.watermark: int | None = None
-        self.seen = SeenIds(bucket_width(config.dedupe_horizon))
+        self.seen = SeenIds(bucket_width(config.dedupe_span))
         self.counters: Counter[str] = Counter()
         self.journeys = JourneyTracker(config.journey_timeout, config.journeys_kept)
         self.customers = CustomerBook(config.customers)
@@ -241,68 +265,85 @@ class Engine:
         new = self.seen.add([e.event_id for e in batch], times)
         if new is None:
             # No duplicates (the usual case): dedupe and lateness for the whole batch.
-            accepted, kept, wm = self._drop_late(batch, times, result)
+            accepted, kept, wm, behind = self._drop_late(batch, times, result)
         else:
-            accepted, kept, wm = self._dedupe(batch, new, at_list, result)
+            accepted, kept, wm, behind = self._dedupe(batch, new, at_list, result)
         self.watermark = wm
         self.counters["duplicate"] += len(result.duplicates)
         self.counters["late"] += len(result.late)
         if accepted and wm is not None:
-            self._aggregate(accepted, kept, wm)
+            self._aggregate(accepted, kept, wm, behind)
         result.accepted = len(accepted)
         self.counters["accepted"] += len(accepted)
         self._prune_seen()
         return result
 
-    def _drop_late(self, batch: list[TouchpointEvent], times: IntArray,
-                   result: IngestResult) -> tuple[list[TouchpointEvent], IntArray, int | None]:
+    def _drop_late(self, batch: list[TouchpointEvent], times: IntArray, result: IngestResult,
+                   ) -> tuple[list[TouchpointEvent], IntArray, int | None, _Behind | None]:
         """Hold back the late events of a batch without duplicates.
 
-        Returns the accepted events, their times and the new watermark.
+        Returns the accepted events, their times, the new watermark and the accepted
+        events behind the allowed lateness (``_Behind``; None when none is).
         """
         wm = self.watermark
         if not batch:
-            return batch, times, wm
+            return batch, times, wm, None
         # The watermark each event meets: late events never raise it, so a running max.
         before = np.empty(len(times), dtype=np.int64)
         before[0] = _NEVER if wm is None else wm
         np.maximum(np.maximum.accumulate(times)[:-1], before[0], out=before[1:])
-        late = (times < before - self.config.allowed_lateness) & (before != _NEVER)
+        behind = (times < before - self.config.allowed_lateness) & (before != _NEVER)
         top = int(times.max())
         wm = top if wm is None or top > wm else wm
-        if not late.any():
-            return batch, times, wm
-        accepted: list[TouchpointEvent] = []
-        for event, is_late in zip(batch, late.tolist(), strict=True):
-            (result.late if is_late else accepted).append(event)
-        return accepted, times[~late], wm
+        if not behind.any():  # the usual case: every event on time
+            return batch, times, wm, None
+        late = behind & (times < before - self.config.lateness_horizon)
+        if late.any():
+            accepted: list[TouchpointEvent] = []
+            for event, is_late in zip(batch, late.tolist(), strict=True):
+                (result.late if is_late else accepted).append(event)
+            kept = ~late
+            times, before, behind = times[kept], before[kept], behind[kept]
+        else:
+            accepted = batch
+        picked = np.flatnonzero(behind)
+        return accepted, times, wm, (picked, before[picked]) if len(picked) else None
 
     def _dedupe(self, batch: list[TouchpointEvent], new: list[bool], times: list[int],
-                result: IngestResult) -> tuple[list[TouchpointEvent], IntArray, int | None]:
+                result: IngestResult,
+                ) -> tuple[list[TouchpointEvent], IntArray, int | None, _Behind | None]:
         """Drop duplicates and hold back late events, event by event.
 
         ``new`` says, for each event, whether its id was new (``SeenIds.add`` has already
-        remembered it). Returns the accepted events, their times and the new watermark.
+        remembered it). Returns what ``_drop_late`` returns.
         """
         accepted: list[TouchpointEvent] = []
         kept: list[int] = []
+        picked: list[int] = []
+        met: list[int] = []
         wm = self.watermark
+        horizon = self.config.lateness_horizon
         lateness = self.config.allowed_lateness
         for event, is_new, at in zip(batch, new, times, strict=True):
             if not is_new:
                 result.duplicates.append(event)
                 continue
             if wm is not None and at < wm - lateness:
-                result.late.append(event)
-                continue
+                if at < wm - horizon:
+                    result.late.append(event)
+                    continue
+                picked.append(len(accepted))
+                met.append(wm)
             accepted.append(event)
             kept.append(at)
             if wm is None or at > wm:
                 wm = at
-        return accepted, np.array(kept, dtype=np.int64), wm
+        behind = ((np.array(picked, dtype=np.int64), np.array(met, dtype=np.int64))
+                  if picked else None)
+        return accepted, np.array(kept, dtype=np.int64), wm, behind
 
     def _aggregate(self, events: Sequence[TouchpointEvent], times: IntArray,
-                   watermark: int) -> None:
+                   watermark: int, behind: _Behind | None = None) -> None:
         observations = observe_many(events)
         compact = observations.compact()
         self.counters["not_applicable"] += int(np.count_nonzero(~observations.scored))
@@ -329,6 +370,8 @@ class Engine:
         changed = list(self._changed.values())
         for g in rest:  # (those served by class noted their buckets already)
             changed[g].update(np.unique(bucket_ids[g][:-1]).tolist())
+        if behind is not None:
+            self._revise(behind, bucket_ids, series, len(times))
         self._pulses(observations, compact, times, fields)
         self._people(observations, times, fields)
         self.journeys.sweep(watermark)
@@ -426,6 +469,50 @@ class Engine:
             gran.add(local // n_series + low, local % n_series, sums[lo:hi])
             gran.expire(int(ids[-1]))
 
+    def _revise(self, behind: _Behind, bucket_ids: list[IntArray], series: IntArray,
+                n_events: int) -> None:
+        """Note the answers behind the allowed lateness in the buckets that had closed
+        when they arrived: per (bucket, series), how many, and the newest watermark met.
+
+        Only the events ``behind`` names are looked at: nothing on the on-time path.
+        """
+        picked, met = behind
+        lateness = self.config.allowed_lateness
+        n_scopes = len(series) // n_events
+        n_series = len(self.series)
+        for gran, ids in zip(self.granularities.values(), bucket_ids, strict=True):
+            buckets = ids[picked]
+            bucketing = gran.bucketing
+            if isinstance(bucketing, FixedBucketing):
+                ends = (buckets + 1) * bucketing.step
+            else:
+                distinct, inverse = np.unique(buckets, return_inverse=True)
+                ends = np.array([int(bucketing.bounds(b)[1].timestamp())
+                                 for b in distinct.tolist()], dtype=np.int64)[inverse]
+            closed = np.flatnonzero(met >= ends + lateness)
+            if not len(closed):
+                continue
+            rows = picked[closed]
+            low = int(buckets[closed].min())
+            sids = series[(np.arange(n_scopes)[:, None] * n_events + rows).ravel()]
+            keys = np.tile(buckets[closed] - low, n_scopes) * n_series + sids
+            marks = np.tile(met[closed], n_scopes)
+            order = np.argsort(keys, kind="stable")
+            keys, marks = keys[order], marks[order]
+            starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+            counts = np.diff(np.r_[starts, len(keys)])
+            newest = np.maximum.reduceat(marks, starts)
+            distinct_keys = keys[starts]
+            of_bucket = distinct_keys // n_series + low
+            cuts = np.flatnonzero(np.r_[True, of_bucket[1:] != of_bucket[:-1]])
+            for lo, hi in zip(cuts.tolist(), [*cuts[1:].tolist(), len(of_bucket)],
+                              strict=True):
+                table = gran.tables.get(int(of_bucket[lo]))
+                if table is None:  # out of the kept range: not kept
+                    continue
+                table.revise(distinct_keys[lo:hi] % n_series, counts[lo:hi],
+                             newest[lo:hi])
+
     def _bucket_ids(self, times: IntArray) -> list[IntArray]:
         """Bucket ids of each time in every granularity (local days computed once)."""
         out: list[IntArray] = []
@@ -515,6 +602,8 @@ class Engine:
                 fields: _Fields) -> None:
         names = observations.metrics
         for study in self.pulses.values():
+            # An active study counts matching answers by event time, late ones too
+            # (within its ranges); an ended one (its end command) counts no more.
             if not study.active:
                 continue
             match = np.ones(len(times), dtype=np.bool_)
@@ -556,7 +645,9 @@ class Engine:
 
     def _prune_seen(self) -> None:
         if self.watermark is not None:
-            self.seen.prune(self.watermark - self.config.dedupe_horizon)
+            # Ids of answers on time (and an hour more) stay hot; older ones freeze.
+            hot = self.config.allowed_lateness + BUCKET + self.seen.width
+            self.seen.prune(self.watermark - self.config.dedupe_span, self.watermark - hot)
 
     # -- queries ---------------------------------------------------------------------
 
@@ -655,6 +746,7 @@ class Engine:
             return []
         gran, first, last, ref = found
         dense = self._dense(gran, first, last)
+        revisions = gran.revisions(first, last, len(self.series))
         previous: FloatArray | None = None
         prev = (self._window(family, window, at, offset=1, period=period)
                 if family == "periodic" else None)
@@ -669,8 +761,13 @@ class Engine:
             vec = dense[sid]
             if vec[0] == 0 and vec[5] == 0:
                 continue
-            out.append(self._scope_score(sid, vec, ref,
-                                         None if previous is None else previous[sid]))
+            found_score = self._scope_score(sid, vec, ref,
+                                            None if previous is None else previous[sid])
+            if revisions is not None and revisions[0][sid]:
+                found_score = dataclasses.replace(
+                    found_score, late_answers=int(revisions[0][sid]),
+                    revised_at=datetime.fromtimestamp(int(revisions[1][sid]), UTC))
+            out.append(found_score)
         out.sort(key=lambda s: (tuple(s.scope.values()), s.metric))
         return out
 
@@ -864,9 +961,9 @@ class Engine:
     def restore(cls, config: EngineConfig, data: bytes) -> Engine:
         """An engine rebuilt from a snapshot taken with the same configuration."""
         state = msgspec.msgpack.decode(data)
-        if state["version"] not in (1, SNAPSHOT_VERSION):
+        if state["version"] not in (1, 2, SNAPSHOT_VERSION):
             raise ValueError(f"snapshot version {state['version']} is not {SNAPSHOT_VERSION}")
-        if EngineConfig.model_validate_json(state["config"]) != config:
+        if not EngineConfig.stored(state["config"]).same_state(config):
             raise ValueError("snapshot was taken with a different engine configuration")
         engine = cls(config)
         for d, reg_state in state["dims"].items():
@@ -887,7 +984,7 @@ class Engine:
         engine._people_watermark = state["watermark"]
         if state["version"] == 1:  # event id -> event time
             engine.seen = SeenIds.from_times(state["seen"], engine.seen.width)
-        else:
+        else:  # version 2 has no frozen tier: its ids are hot until the next prune
             engine.seen = SeenIds.from_state(state["seen"])
         engine.counters = Counter(state["counters"])
         engine.journeys.restore(state["journeys"])

@@ -78,10 +78,20 @@ _NO_SERIES.flags.writeable = False
 _NO_DATA.flags.writeable = False
 
 
-class BucketTable:
-    """The rows of every series active in one time bucket, in order of first arrival."""
+NEVER = -(2**62)
+"""``revised`` of a row no late answer changed."""
 
-    __slots__ = ("_index", "_used", "data", "series")
+
+class BucketTable:
+    """The rows of every series active in one time bucket, in order of first arrival.
+
+    ``late`` and ``revised``, once a late answer changed the bucket (``revise``), hold
+    per row how many answers arrived after the bucket closed and the watermark when the
+    last of them was counted (``NEVER``: none); ``None`` until then, so on-time buckets
+    cost nothing.
+    """
+
+    __slots__ = ("_index", "_used", "data", "late", "revised", "series")
 
     def __init__(self) -> None:
         self._used = 0
@@ -89,6 +99,8 @@ class BucketTable:
         self._index: dict[int, int] | None = None
         self.series: npt.NDArray[np.int64] = _NO_SERIES
         self.data: FloatArray = _NO_DATA
+        self.late: npt.NDArray[np.int64] | None = None
+        self.revised: npt.NDArray[np.int64] | None = None
 
     def __len__(self) -> int:
         return self._used
@@ -131,6 +143,32 @@ class BucketTable:
             rows = np.array(found, dtype=np.int64)
         self.data[rows] += vectors
 
+    def revise(self, series: IntArray, late: IntArray, revised: IntArray) -> None:
+        """Count ``late`` answers that arrived after the bucket closed, for series
+        already in the table (added before), and raise their ``revised`` watermark."""
+        index = self._row_index()
+        rows = np.fromiter(map(index.__getitem__, series.tolist()), dtype=np.int64,
+                           count=len(series))
+        used = self._used
+        if self.late is None or self.revised is None:
+            self.late = np.zeros(used, dtype=np.int64)
+            self.revised = np.full(used, NEVER, dtype=np.int64)
+        elif len(self.late) < used:
+            grown = used - len(self.late)
+            self.late = np.concatenate((self.late, np.zeros(grown, dtype=np.int64)))
+            self.revised = np.concatenate((self.revised,
+                                           np.full(grown, NEVER, dtype=np.int64)))
+        np.add.at(self.late, rows, late)
+        np.maximum.at(self.revised, rows, revised)
+
+    def revisions(self) -> tuple[IntArray, IntArray, IntArray] | None:
+        """(series, late, revised) of the rows late answers changed, or None."""
+        if self.late is None or self.revised is None:
+            return None
+        n = len(self.late)
+        changed = np.flatnonzero(self.late)
+        return self.series[:n][changed], self.late[changed], self.revised[changed]
+
     def vector(self, sid: int) -> FloatArray | None:
         """The row of one series, if it had events in this bucket."""
         row = self._row_index().get(sid)
@@ -142,9 +180,13 @@ class BucketTable:
         dense[self.series[:used]] += self.data[:used]
 
     def state(self) -> dict[str, bytes]:
-        """Snapshot of the used rows."""
+        """Snapshot of the used rows (with ``late`` and ``revised`` once revised)."""
         used = self._used
-        return {"series": self.series[:used].tobytes(), "data": self.data[:used].tobytes()}
+        out = {"series": self.series[:used].tobytes(), "data": self.data[:used].tobytes()}
+        if self.late is not None and self.revised is not None:
+            out["late"] = self.late.tobytes()
+            out["revised"] = self.revised.tobytes()
+        return out
 
     @classmethod
     def from_state(cls, state: dict[str, bytes]) -> BucketTable:
@@ -153,6 +195,9 @@ class BucketTable:
         series = np.frombuffer(state["series"], dtype=np.int64).copy()
         data = np.frombuffer(state["data"], dtype=np.float64).reshape(-1, NCOLS).copy()
         table.series, table.data, table._used = series, data, len(series)
+        if "late" in state:  # absent in snapshots before late answers counted
+            table.late = np.frombuffer(state["late"], dtype=np.int64).copy()
+            table.revised = np.frombuffer(state["revised"], dtype=np.int64).copy()
         return table
 
 
@@ -195,6 +240,27 @@ class Granularity:
             if first <= bucket <= last:
                 table.add_into(out)
         return out
+
+    def revisions(self, first: int, last: int, n_series: int,
+                  ) -> tuple[IntArray, IntArray] | None:
+        """Per series, over buckets ``first..last``: late answers (summed) and the
+        newest ``revised`` watermark (``NEVER``: none); None when no late answer
+        changed those buckets."""
+        late: IntArray | None = None
+        revised: IntArray | None = None
+        for bucket, table in self.tables.items():
+            if table.late is None or not first <= bucket <= last:
+                continue
+            found = table.revisions()
+            if found is None or not len(found[0]):
+                continue
+            if late is None or revised is None:
+                late = np.zeros(n_series, dtype=np.int64)
+                revised = np.full(n_series, NEVER, dtype=np.int64)
+            series, counts, marks = found
+            np.add.at(late, series, counts)
+            np.maximum.at(revised, series, marks)
+        return None if late is None or revised is None else (late, revised)
 
     def series_vector(self, sid: int, first: int, last: int) -> FloatArray:
         """Sum of buckets ``first..last`` (inclusive) for one series."""

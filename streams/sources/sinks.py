@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Final
 import orjson
 
 from schemas.decode import EventDecoder, EventError
+from streams.deadletters import LATE_FIELD, late_reason
 
 if TYPE_CHECKING:
     import httpx
@@ -380,9 +381,8 @@ class EngineSink(Sink):
         report.duplicates = len(result.duplicates)
         report.late = len(result.late)
         if result.late:
-            report.late_reasons["occurred_at: older than the watermark minus the allowed "
-                                f"lateness ({self.engine.config.allowed_lateness} s)"] += \
-                report.late
+            reason = late_reason(self.engine.config.lateness_horizon)
+            report.late_reasons[f"{LATE_FIELD}: {reason}"] += report.late
         return report
 
     async def close(self) -> None:

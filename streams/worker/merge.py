@@ -182,6 +182,9 @@ class MergedView:
                 cell.sids = np.fromiter((registry.id(k) for k in cell.rows.keys),
                                         dtype=np.int64, count=len(cell.rows.keys))
             table.add(cell.sids, cell.rows.data)
+            late, revised = cell.rows.late, cell.rows.revised
+            if late is not None and revised is not None:  # late answers: summed, newest
+                table.revise(cell.sids[: len(late)], late, revised)
         engine.set_bucket(gran_name, bucket, table)
         self.rebuilds += 1
 

@@ -208,7 +208,7 @@ class PartitionState:
         report.late += len(result.late)
         if result.late:
             late = {id(e) for e in result.late}
-            reason = late_reason(self.engine.config.allowed_lateness)
+            reason = late_reason(self.engine.config.lateness_horizon)
             for event, record in zip(valid, sources, strict=True):
                 if id(event) in late:  # the record's own bytes, as they came
                     report.dead_letters.append(_dead(record, "late", LATE_FIELD, reason))
@@ -237,6 +237,10 @@ class PartitionState:
     def partial_records(self) -> list[tuple[bytes, bytes | None]]:
         """Changed buckets as absolute state, tombstones for expired ones, then the meta.
 
+        A bucket changed by a late answer, however old, is among the changed ones as
+        long as the engine keeps it (the engine notes every bucket an answer lands in),
+        and goes out again whole, with its ``late`` and ``revised`` counters.
+
         Calling it marks everything returned as published; a caller that fails to
         deliver them must not checkpoint (a checkpoint would hide the loss).
         """
@@ -255,7 +259,7 @@ class PartitionState:
                     rec.bucket_key(self.partition, name, bucket),
                     rec.encode_bucket(self.next_offset,
                                       self._keys.raw(keys, table.series[:used].tolist()),
-                                      table.data[:used]),
+                                      table.data[:used], table.late, table.revised),
                 ))
             self._published[name] = current
             self._dirty[name].clear()

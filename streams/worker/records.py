@@ -19,6 +19,7 @@ from typing import Any, Final
 import msgspec
 import numpy as np
 
+from streams.engine.buckets import IntArray
 from streams.engine.metrics import NCOLS, FloatArray
 from streams.engine.store import SeriesKey
 
@@ -106,15 +107,22 @@ class SeriesKeys:
 
 
 def encode_bucket(offset: int, keys: list[SeriesKey] | list[msgspec.Raw],
-                  data: FloatArray) -> bytes:
-    """A bucket's rows (one per series) as of input ``offset``."""
+                  data: FloatArray, late: IntArray | None = None,
+                  revised: IntArray | None = None) -> bytes:
+    """A bucket's rows (one per series) as of input ``offset``; ``late`` and ``revised``
+    (the first rows' ``BucketTable`` counters, once a late answer changed the bucket)
+    travel beside them, and readers that predate them ignore them."""
     out: list[Any] = [k if isinstance(k, msgspec.Raw) else encode_key(k) for k in keys]
-    return _encoder.encode({
+    record: dict[str, Any] = {
         "v": FORMAT_VERSION,
         "offset": offset,
         "keys": out,
         "data": np.ascontiguousarray(data, dtype=np.float64).tobytes(),
-    })
+    }
+    if late is not None and revised is not None:
+        record["late"] = np.ascontiguousarray(late, dtype="<i8").tobytes()
+        record["revised"] = np.ascontiguousarray(revised, dtype="<i8").tobytes()
+    return _encoder.encode(record)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +132,10 @@ class BucketRows:
     offset: int
     keys: list[SeriesKey]
     data: FloatArray
+    late: IntArray | None = None
+    """Per row (of the first rows), answers that arrived after the bucket closed."""
+    revised: IntArray | None = None
+    """Per row, the watermark when the last of them was counted."""
 
 
 class _Version(msgspec.Struct):
@@ -135,6 +147,8 @@ class _Bucket(msgspec.Struct):
     offset: int
     keys: list[msgspec.Raw]
     data: bytes
+    late: bytes = b""
+    revised: bytes = b""
 
 
 _version_of = msgspec.msgpack.Decoder(_Version)
@@ -174,7 +188,13 @@ class BucketDecoder:
             keys.append(key)
         if len(keys) != len(data):
             raise ValueError("bucket record: keys and rows differ in length")
-        return BucketRows(raw.offset, keys, data)
+        if not raw.late:
+            return BucketRows(raw.offset, keys, data)
+        late = np.frombuffer(raw.late, dtype="<i8").astype(np.int64)
+        revised = np.frombuffer(raw.revised, dtype="<i8").astype(np.int64)
+        if len(late) != len(revised) or len(late) > len(keys):
+            raise ValueError("bucket record: late counters do not fit the rows")
+        return BucketRows(raw.offset, keys, data, late, revised)
 
 
 def decode_bucket(value: bytes) -> BucketRows:

@@ -46,7 +46,13 @@ def test_bench_memory_quick_run() -> None:
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=180, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     out = tables(result.stdout)
-    assert sorted(out) == ["a", "b", "c", "d"], result.stdout
+    assert sorted(out) == ["a", "b", "c", "d", "e"], result.stdout
+    # (e) the dedupe memory: the set and the two tiers side by side, 8 B/id snapshots
+    dedupe = [line.split() for line in result.stdout.split("\n(e) ")[1].splitlines()
+              if " set " in line or " two-tier " in line]
+    assert [row[2] for row in dedupe] == ["set", "two-tier"], result.stdout
+    assert all(count(row[1]) == 35_000 and 8 <= float(row[7]) < 9 for row in dedupe)
+    del out["e"]
     for section, rows in out.items():
         assert rows[0][0] == "baseline", (section, result.stdout)
         base = rows[0][1]

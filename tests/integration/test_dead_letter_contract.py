@@ -61,7 +61,7 @@ BAD = b"".join([
     b',\n  ',
     orjson.dumps(event("el", 6, kind="mood", comment="Η εξυπηρέτηση ήταν εξαιρετική")),
     b',\n  ',
-    orjson.dumps(event("late", 600, comment="Seint — دیر — αργά")),  # 10 h behind
+    orjson.dumps(event("late", 40 * 24 * 60, comment="Seint — دیر — αργά")),  # 40 days behind
     b',\n  ',
     orjson.dumps(event("big", 6, comment="Ευχαριστώ πολύ! " * 300)),  # over 4000 and CAP
     b',\n  ',

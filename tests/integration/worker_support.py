@@ -133,7 +133,8 @@ def make_stream(n: int, *, seed: int, start: datetime | None = None,
                 duplicates: float = 0.05, invalid: float = 0.03, late: int = 10,
                 first_id: int = 0) -> list[Item]:
     """``n`` valid events over ``span`` (some out of order, within the lateness), plus
-    duplicates (same event id and key), invalid records and late events (a day old).
+    duplicates (same event id and key), invalid records and late events (40 days old:
+    past the default 35-day ``lateness_horizon``).
 
     Times are in the past, so every valid event passes the decoder's clock checks.
     """
@@ -162,7 +163,7 @@ def make_stream(n: int, *, seed: int, start: datetime | None = None,
     # Late events: customers already seen, so their partition's watermark is far ahead.
     for k in range(late):
         customer = rng.choice(seen_customers[: len(seen_customers) // 4 or 1])
-        at = start - timedelta(days=1, minutes=k)
+        at = start - timedelta(days=40, minutes=k)
         position = rng.randrange(len(items) // 2, len(items) + 1)
         event = _event(rng, first_id + n + k, at, customer)
         event["event_id"] = f"late-{first_id}-{k}"

@@ -120,7 +120,7 @@ def test_replay_to_a_server_summarises_by_reason_without_request_logs(
         wait_ready(f"http://127.0.0.1:{port}", server)
         now = datetime.now(UTC).replace(microsecond=0)
         lines = [event(f"ok-{i}", now, 5) for i in range(30)]
-        lines += [event(f"late-{i}", now - timedelta(hours=3), 4) for i in range(3)]
+        lines += [event(f"late-{i}", now - timedelta(days=40), 4) for i in range(3)]
         lines += [event("bad-0", now, 7), event("bad-1", now, 9)]
         (tmp_path / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in lines))
         key = (tmp_path / "data" / "dev-api-key").read_text().strip()
@@ -139,8 +139,8 @@ def test_replay_to_a_server_summarises_by_reason_without_request_logs(
         "replaying events.jsonl to http://127.0.0.1:" + str(port),
         "sent 35: accepted 30, duplicates 0, late 3, rejected 2",
         "  rejected       2  value: Expected `int` <= 5",
-        "  late           3  occurred_at: older than the watermark minus the allowed "
-        "lateness (3600 s)",
+        "  late           3  occurred_at: older than the watermark minus the lateness "
+        "horizon (3024000 s, 35 days)",
     ]
     assert "HTTP Request" not in first.stderr + first.stdout
     assert "sent 35: accepted 0, duplicates 33, late 0, rejected 2" in again.stdout

@@ -90,7 +90,9 @@ def test_kinds_and_legacy_words() -> None:
     assert kind_of("rejected", "value") == "invalid"
     assert kind_of("rejected", "control.pulse_id") == "bad_command"
     assert kind_of("late", "occurred_at") == "late"
-    assert late_reason(600) == "older than the watermark minus the allowed lateness (600 s)"
+    assert late_reason(600) == "older than the watermark minus the lateness horizon (600 s)"
+    assert late_reason(35 * 86_400) == ("older than the watermark minus the lateness horizon "
+                                        "(3024000 s, 35 days)")
 
 
 @pytest.mark.parametrize("body", [

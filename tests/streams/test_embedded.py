@@ -41,7 +41,8 @@ from streams.runner import PulseRequest
 
 NOW = int(datetime(2026, 3, 1, 12, tzinfo=UTC).timestamp())
 START = NOW - 6 * 3600  # event 0's time in the unit tests
-CONFIG = EngineConfig(scopes=((), ("channel",), ("segment",)), allowed_lateness=600)
+CONFIG = EngineConfig(scopes=((), ("channel",), ("segment",)), allowed_lateness=600,
+                      lateness_horizon=600)
 WRITER = Path(__file__).with_name("embedded_writer.py")
 
 

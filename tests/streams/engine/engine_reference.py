@@ -92,7 +92,7 @@ class Reference:
                 self.duplicates += 1
                 continue
             self.seen.add(e.event_id)
-            if self.watermark is not None and t < self.watermark - self.config.allowed_lateness:
+            if self.watermark is not None and t < self.watermark - self.config.lateness_horizon:
                 self.late += 1
                 continue
             self.accepted.append((e, t))

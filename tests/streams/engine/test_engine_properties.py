@@ -19,6 +19,7 @@ CONFIG = EngineConfig(
     dimensions={"channel": DimensionConfig(cap=3)},
     timezone="Europe/Oslo",
     allowed_lateness=2 * 3600,
+    lateness_horizon=2 * 86_400,  # events span 4 days: some count late, some are too old
     scopes=((), ("channel",), ("segment",), ("channel", "segment"), ("stage",)),
 )
 

@@ -1,4 +1,8 @@
-"""Late events and duplicates: handed back in ``IngestResult``, counted, never aggregated."""
+"""Late events and duplicates: handed back in ``IngestResult``, counted, never aggregated.
+
+Late means older than the watermark minus ``lateness_horizon`` (here 600 s, as short as
+``allowed_lateness``, so both boundaries coincide; ``test_late_answers.py`` has them
+apart)."""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from streams.engine.config import EngineConfig
 from streams.engine.engine import Engine
 
 T0 = 1_774_648_800  # BASE as epoch seconds
-CONFIG = EngineConfig(scopes=((),), allowed_lateness=600)
+CONFIG = EngineConfig(scopes=((),), allowed_lateness=600, lateness_horizon=600)
 
 
 def ev(event_id: str, at: int, value: int = 4) -> TouchpointEvent:
@@ -27,7 +31,7 @@ def total_n(engine: Engine, window: str = "7d") -> int:
 @pytest.mark.parametrize(
     ("offset", "late"),
     [
-        (-601, True),     # older than watermark - allowed_lateness
+        (-601, True),     # older than watermark - lateness_horizon
         (-3600, True),
         (-600, False),    # exactly at the boundary: accepted
         (-599, False),
@@ -106,7 +110,7 @@ def test_the_first_copy_wins() -> None:
 
 
 def test_no_lateness_allowed() -> None:
-    engine = Engine(EngineConfig(scopes=((),), allowed_lateness=0))
+    engine = Engine(EngineConfig(scopes=((),), allowed_lateness=0, lateness_horizon=0))
     result = engine.ingest([ev("a", 100), ev("b", 100), ev("c", 99), ev("d", 101)])
     assert (result.accepted, [e.event_id for e in result.late]) == (3, ["c"])
 
@@ -131,14 +135,17 @@ def fill(engine: Engine, n: int, at: int) -> None:
 
 
 def test_a_horizon_shorter_than_the_lateness_is_refused() -> None:
-    """A forgotten id that is still within the lateness would be counted twice."""
-    with pytest.raises(ValueError, match="dedupe_horizon must be at least allowed_lateness"):
-        EngineConfig(scopes=((),), allowed_lateness=3600, dedupe_horizon=60)
+    """A forgotten id that is still within the lateness horizon would be counted twice."""
+    with pytest.raises(ValueError, match="dedupe_horizon must be at least lateness_horizon"):
+        EngineConfig(scopes=((),), lateness_horizon=3600, dedupe_horizon=60)
+    with pytest.raises(ValueError, match="lateness_horizon must be at least allowed_lateness"):
+        EngineConfig(scopes=((),), allowed_lateness=3600, lateness_horizon=60)
+    assert EngineConfig(scopes=((),)).dedupe_span == 35 * 86_400  # the lateness horizon
 
 
 def test_before_the_prune_runs_old_ids_are_still_duplicates() -> None:
     """Ids are pruned lazily, when the remembered set has doubled past 1024."""
-    cfg = EngineConfig(scopes=((),), allowed_lateness=60, dedupe_horizon=60)
+    cfg = EngineConfig(scopes=((),), allowed_lateness=60, lateness_horizon=60, dedupe_horizon=60)
     engine = Engine(cfg)
     engine.ingest([ev("old", 0)])
     fill(engine, 2000, 1000)  # 2001 ids remembered: below the first prune at 2048
@@ -147,7 +154,7 @@ def test_before_the_prune_runs_old_ids_are_still_duplicates() -> None:
 
 
 def test_with_a_horizon_at_least_the_lateness_a_forgotten_id_is_late_not_counted() -> None:
-    cfg = EngineConfig(scopes=((),), allowed_lateness=60, dedupe_horizon=60)
+    cfg = EngineConfig(scopes=((),), allowed_lateness=60, lateness_horizon=60, dedupe_horizon=60)
     engine = Engine(cfg)
     engine.ingest([ev("old", 0)])
     fill(engine, 2100, 1000)

@@ -126,7 +126,7 @@ async def test_file_sink_appends_what_write_jsonl_writes(tmp_path: Path) -> None
 
 
 async def test_engine_sink_counts_rejects_by_reason_duplicates_and_late() -> None:
-    engine = Engine(EngineConfig(scopes=((),), allowed_lateness=0))
+    engine = Engine(EngineConfig(scopes=((),), allowed_lateness=0, lateness_horizon=0))
     sink = EngineSink(engine, EventDecoder(clock=CLOCK))
     events = _events(500)
     bad = [{**events[0], "event_id": "bad-1", "value": 7, "kind": "csat"},
@@ -140,6 +140,8 @@ async def test_engine_sink_counts_rejects_by_reason_duplicates_and_late() -> Non
     assert report.rejected == 3
     assert report.reasons == Counter({"value: Expected `int` <= 5": 2,
                                       "customer_id: is required": 1})
+    assert report.late_reasons == Counter({
+        "occurred_at: older than the watermark minus the lateness horizon (0 s)": 1})
     again = await sink.send(events[:50])
     assert (again.accepted, again.duplicates) == (0, 50)
     assert engine.counters["accepted"] == 500
