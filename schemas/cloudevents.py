@@ -29,7 +29,8 @@ MAPPING: Final = (
     "source is source; type is io.touchstream.touchpoint.v1 (kind in data) or "
     "io.touchstream.<kind>.v1; data (application/json) holds the other fields. Over HTTP: "
     "structured (application/cloudevents+json), batched "
-    "(application/cloudevents-batch+json) or binary (ce-* headers).")
+    "(application/cloudevents-batch+json) or binary (ce-* headers); on the Kafka input "
+    "topic: binary (ce_* headers) or structured.")
 """The mapping, as the published JSON Schema's description says it."""
 STRUCTURED: Final = "application/cloudevents+json"
 BATCH: Final = "application/cloudevents-batch+json"

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Literal, Protocol
 
-from schemas.decode import EventDecoder
+from schemas import cloudevents
+from schemas.decode import DecodedBatch, EventDecoder, EventError
 from streams.deadletters import LATE_FIELD, late_reason
 from streams.detection import FollowUp, FollowUpRule, followups
 from streams.engine.config import EngineConfig
@@ -194,7 +195,10 @@ class PartitionState:
         """Decode and count a run of event records (no control record among them)."""
         if not run:
             return
-        decoded = self.decoder.decode_many([record.value for record in run])
+        values = [record.value for record in run]
+        decoded = self.decoder.decode_many(values)
+        if decoded.errors:
+            run, decoded = self._cloudevents(run, values, decoded, report)
         for index, exc in decoded.errors:
             report.rejected += 1
             report.dead_letters.append(_dead(run[index], "invalid", exc.field, exc.reason))
@@ -221,6 +225,34 @@ class PartitionState:
             duplicates = {id(e) for e in result.duplicates}
             fresh = [e for e in valid if id(e) not in duplicates]
             report.followups.extend(followups(fresh, self.followup_rules))
+
+    def _cloudevents(self, run: list[InputRecord], values: list[bytes | None],
+                     decoded: DecodedBatch, report: BatchReport,
+                     ) -> tuple[list[InputRecord], DecodedBatch]:
+        """Records that failed to decode because they are CloudEvents (the Kafka
+        protocol binding: ``ce_`` headers, or the whole envelope as the value) become
+        events, and the run is decoded again in order; a CloudEvent whose envelope
+        cannot carry an event is a dead letter naming the attribute. Only on the
+        failure path: a batch that decodes pays nothing."""
+        values = list(values)
+        refused: set[int] = set()
+        mapped = False
+        for index, _ in decoded.errors:
+            record = run[index]
+            try:
+                event = cloudevents.from_kafka(record.headers or (), record.value)
+            except EventError as exc:
+                report.rejected += 1
+                report.dead_letters.append(_dead(record, "invalid", exc.field, exc.reason))
+                refused.add(index)
+                continue
+            if event is not None:
+                values[index] = event
+                mapped = True
+        if not mapped and not refused:
+            return run, decoded
+        kept = [i for i in range(len(run)) if i not in refused]
+        return [run[i] for i in kept], self.decoder.decode_many([values[i] for i in kept])
 
     @property
     def events_since_checkpoint(self) -> int:
