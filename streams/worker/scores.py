@@ -62,6 +62,8 @@ def score_value(s: ScopeScore, vector: list[float]) -> dict[str, Any]:
         "target": s.target,
         "gap": _num(s.gap),
         "latest_event": _time(s.latest_event),
+        "late_answers": s.late_answers,
+        "revised_at": _time(s.revised_at),
         "vector": vector,
     }
     if s.previous is not None:
