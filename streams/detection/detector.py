@@ -65,7 +65,7 @@ class Detector:
         self.changes: Counter[str] = Counter()
         """State changes by new state since this process started (for a metrics counter)."""
         self._drift: dict[str, _DriftState] = {}
-        self._closed_hours: dict[tuple[int, str, int, int, int], FloatArray] = {}
+        self._closed_hours: dict[tuple[int, str, int, int, int, int], FloatArray] = {}
         """Sequential rules: sums of hourly buckets no event can change any more."""
 
     def due(self, now: int, every: int = 60) -> bool:

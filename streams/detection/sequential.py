@@ -85,13 +85,15 @@ class Buckets:
     """Per-bucket sums (bucket, series, n/sum/sumsq/top/bottom), shared between rules.
 
     ``closed``, kept by the detector across evaluations, memoizes the 3600-s buckets
-    that no event can change any more: every hour before the previous one (the engine
-    refuses events older than the watermark minus the allowed lateness, at most an
-    hour; so the memo is exact for ``allowed_lateness <= 3600``, and unused above).
+    that closed: every hour before the previous one (a bucket closes ``allowed_lateness``
+    after its end; the memo is used for ``allowed_lateness <= 3600`` only). An answer
+    that arrives after its bucket closed (up to the lateness horizon) is counted in the
+    bucket's ``late`` counter, so the memo is keyed by the late answers in its range:
+    a late answer makes the next evaluation sum those buckets again.
     """
 
     def __init__(self, engine: Engine,
-                 closed: dict[tuple[int, str, int, int, int], FloatArray] | None = None
+                 closed: dict[tuple[int, str, int, int, int, int], FloatArray] | None = None
                  ) -> None:
         self.engine = engine
         self.n_series = len(engine.series)
@@ -102,9 +104,10 @@ class Buckets:
         key = (granularity, first, last)
         found = self._cache.get(key)
         watermark = self.engine.watermark
-        memo_key = (id(self.engine), granularity, first, last, self.n_series)
         if (found is None and self._closed is not None and granularity == "3600s"
                 and watermark is not None and last <= watermark // HOUR - 2):
+            memo_key = (id(self.engine), granularity, first, last, self.n_series,
+                        self._late_answers(granularity, first, last))
             found = self._closed.get(memo_key)
             if found is None:
                 if len(self._closed) > 8:
@@ -114,6 +117,14 @@ class Buckets:
         if found is None:
             found = self._cache[key] = self._sum(granularity, first, last)
         return found
+
+    def _late_answers(self, granularity: str, first: int, last: int) -> int:
+        """Answers counted after their bucket closed, in buckets ``first..last``."""
+        total = 0
+        for bucket, table in self.engine.granularities[granularity].tables.items():
+            if first <= bucket <= last and table.late is not None:
+                total += int(table.late.sum())
+        return total
 
     def _sum(self, granularity: str, first: int, last: int) -> FloatArray:
         found = np.zeros((max(0, last - first + 1), self.n_series, len(_COLS)))

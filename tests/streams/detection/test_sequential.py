@@ -116,3 +116,23 @@ def test_the_statistic_is_recomputed_from_the_buckets_alone() -> None:
              for c in Detector(DetectionConfig(drops=(seq_rule(),))).evaluate(
                  engine, engine.watermark) if c.state == "pending"}
     assert again == theirs
+
+
+def test_a_late_answer_is_summed_again_not_read_from_the_closed_hours_memo() -> None:
+    """Closed hours are memoized across evaluations; an answer that arrives after its hour
+    closed (within the lateness horizon) must be in the next evaluation's sums."""
+    from streams.detection.sequential import Buckets
+
+    engine = Engine(CONFIG)
+    engine.ingest(stream("chat", T0, T0 + 10 * HOUR, 60, 0.85, seed=3))
+    closed: dict[tuple[int, str, int, int, int, int], np.ndarray] = {}
+    assert engine.watermark is not None
+    first, last = T0 // HOUR, T0 // HOUR + 4
+    before = Buckets(engine, closed)("3600s", first, last).copy()
+    assert closed, "the closed hours were memoized"
+    late = Csat(event_id="late-1", occurred_at=datetime.fromtimestamp(T0 + 2 * HOUR + 5, UTC),
+                customer_id="c", touchpoint="contact", channel="chat", value=5)
+    assert engine.ingest([late]).accepted == 1  # hours late: counted, not dead-lettered
+    after = Buckets(engine, closed)("3600s", first, last)
+    assert after.sum() > before.sum()
+    assert np.array_equal(after, Buckets(engine, None)("3600s", first, last))
