@@ -355,12 +355,12 @@ def _deliver(events: Any, sink: Any, batch_size: int, total: int | None, to: str
 def _kafka_settings(to: str) -> tuple[Any, Any]:
     """The workers' settings (TOUCHSTREAM_* and the config file) for ``kafka://host/topic``:
     where their view and dead letters are."""
+    from service.traffic import kafka_target
     from streams.worker.settings import WorkerSettings
 
-    bootstrap, _, topic = to.removeprefix("kafka://").partition("/")
+    bootstrap, topic = kafka_target(to)
     try:
-        settings = WorkerSettings(kafka_bootstrap=bootstrap,
-                                  topic_touchpoints=topic or "touchpoints")
+        settings = WorkerSettings(kafka_bootstrap=bootstrap, topic_touchpoints=topic)
         return settings, settings.load_engine_config()
     except (pydantic.ValidationError, ValueError, OSError) as exc:
         raise CliError(f"the workers' settings cannot be read ({exc})", "",

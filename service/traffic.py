@@ -63,10 +63,15 @@ def open_sink(target: str, api_key: str | None, batch_size: int) -> Sink:
                              "(--api-key or TOUCHSTREAM_API_KEY)")
         return HttpSink(target, api_key, batch_size)
     if target.startswith("kafka://"):
-        rest = target.removeprefix("kafka://")
-        bootstrap, _, topic = rest.partition("/")
-        return KafkaSink(bootstrap, topic or "touchpoints")
+        return KafkaSink(*kafka_target(target))
     return FileSink(Path(target))
+
+
+def kafka_target(target: str) -> tuple[str, str]:
+    """``kafka://host:port/topic`` as (bootstrap, topic); the topic defaults to
+    ``touchpoints``."""
+    bootstrap, _, topic = target.removeprefix("kafka://").partition("/")
+    return bootstrap, topic or "touchpoints"
 
 
 def file_events(path: Path, start: datetime | None) -> Iterator[dict[str, Any]]:

@@ -147,25 +147,25 @@ async def post_events(request: Request, runner: RunnerDep, settings: SettingsDep
         items = _items(body, settings.max_batch)
     except HTTPException as exc:
         if exc.status_code == 400:  # a body that holds no events is one rejection, kept
-            request.app.state.metrics.observe_outcomes(Counter(rejected=1))
             detail: dict[str, Any] = exc.detail if isinstance(exc.detail, dict) else {}
-            await runner.dead_letter(body, str(detail.get("field", "$")),
-                                     str(detail.get("reason", "not an event batch")))
+            await _refuse(request, runner, body, str(detail.get("field", "$")),
+                          str(detail.get("reason", "not an event batch")))
         raise
     outcomes = await runner.submit(items, BodyItems(body, items))  # dead letters: as sent
     counts = Counter(o.status for o in outcomes)
+    # (finding every problem of many rejects takes a while: not on the event loop)
+    results = (await asyncio.to_thread(_results, items, outcomes)
+               if counts["rejected"] else _results(items, outcomes))
+    return _answer(request, counts, results)
+
+
+def _answer(request: Request, counts: Counter[Any], results: list[dict[str, Any]]) -> Response:
+    """Counts by outcome and one result per event, counted in the metrics. Documented by
+    EventsAnswer, written as it is (validating 10,000 results against the model would
+    cost more than ingesting them)."""
     request.app.state.metrics.observe_outcomes(counts)
-    answer = {
-        "accepted": counts["accepted"],
-        "duplicates": counts["duplicate"],
-        "late": counts["late"],
-        "rejected": counts["rejected"],
-        # (finding every problem of many rejects takes a while: not on the event loop)
-        "results": (await asyncio.to_thread(_results, items, outcomes)
-                    if counts["rejected"] else _results(items, outcomes)),
-    }
-    # Documented by EventsAnswer, written as it is (validating 10,000 results against
-    # the model would cost more than ingesting them).
+    answer = {"accepted": counts["accepted"], "duplicates": counts["duplicate"],
+              "late": counts["late"], "rejected": counts["rejected"], "results": results}
     return Response(orjson.dumps(answer), media_type="application/json")
 
 
@@ -231,19 +231,17 @@ async def _post_cloudevents(request: Request, runner: Any, max_batch: int, body:
         if isinstance(m, EventError):
             await runner.dead_letter(raws[i], m.field, m.reason)
     counts = Counter(o.status for o in outcomes)
-    request.app.state.metrics.observe_outcomes(counts)
     results = _results([m if not isinstance(m, EventError) else envelopes[i]
                         for i, m in enumerate(mapped)], outcomes)
     for i, m in enumerate(mapped):
         if isinstance(m, EventError):
             results[i]["problems"] = [{"field": f, "reason": r} for f, r in m.problems]
     if mode != "batch" and outcomes[0].status == "rejected":
+        request.app.state.metrics.observe_outcomes(counts)
         result = results[0]
         raise HTTPException(400, detail={"field": result["field"], "reason": result["reason"],
                                          "problems": result["problems"]})
-    answer = {"accepted": counts["accepted"], "duplicates": counts["duplicate"],
-              "late": counts["late"], "rejected": counts["rejected"], "results": results}
-    return Response(orjson.dumps(answer), media_type="application/json")
+    return _answer(request, counts, results)
 
 
 class DeadLetterSource(BaseModel):

@@ -11,7 +11,6 @@ other producers wrote into the same range meanwhile are counted too, and said so
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -19,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.engine.config import EngineConfig
 from streams.worker import records as rec
-from streams.worker.reader import ScoresReader, topic_partitions
+from streams.worker.reader import ScoresReader, read_to, topic_ends
 from streams.worker.settings import WorkerSettings
 
 
@@ -47,13 +46,6 @@ class Outcomes:
     rejected: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
     late_reasons: Counter[str] = field(default_factory=Counter)
-
-
-async def _ends(consumer: AIOKafkaConsumer, topic: str, timeout: float) -> dict[int, int]:
-    parts = await topic_partitions(consumer, topic, timeout)
-    tps = [TopicPartition(topic, p) for p in parts]
-    ends = await consumer.end_offsets(tps)
-    return {tp.partition: int(offset) for tp, offset in ends.items()}
 
 
 def _consumer(settings: WorkerSettings) -> AIOKafkaConsumer:
@@ -85,8 +77,8 @@ async def before(settings: WorkerSettings, config: EngineConfig,
     await consumer.start()
     try:
         try:
-            input_ends = await _ends(consumer, settings.topic_touchpoints, timeout)
-            dlq_ends = await _ends(consumer, settings.topic_dlq, timeout)
+            input_ends = await topic_ends(consumer, settings.topic_touchpoints, timeout)
+            dlq_ends = await topic_ends(consumer, settings.topic_dlq, timeout)
         except (RuntimeError, TimeoutError) as exc:
             raise OutcomesUnknown(str(exc)) from None
     finally:
@@ -104,7 +96,7 @@ async def after(settings: WorkerSettings, config: EngineConfig, marks: Marks,
     consumer = _consumer(settings)
     await consumer.start()
     try:
-        ends = await _ends(consumer, settings.topic_touchpoints, timeout)
+        ends = await topic_ends(consumer, settings.topic_touchpoints, timeout)
         counters = await _counters_at(settings, config, ends, timeout)
         found = Outcomes(records=sum(ends[p] - marks.input_ends.get(p, 0) for p in ends))
         for name, key in (("accepted", "accepted"), ("duplicates", "duplicate"),
@@ -119,25 +111,23 @@ async def after(settings: WorkerSettings, config: EngineConfig, marks: Marks,
 async def _reasons(consumer: AIOKafkaConsumer, settings: WorkerSettings, marks: Marks,
                    ends: dict[int, int], found: Outcomes, timeout: float) -> None:
     """Dead letters written since ``marks`` whose source is the sent range, by reason."""
-    dlq_ends = await _ends(consumer, settings.topic_dlq, timeout)
+    dlq_ends = await topic_ends(consumer, settings.topic_dlq, timeout)
     tps = [TopicPartition(settings.topic_dlq, p) for p in dlq_ends]
     consumer.assign(tps)
     for tp in tps:
         consumer.seek(tp, marks.dlq_ends.get(tp.partition, 0))
-    deadline = time.monotonic() + timeout
-    while any([await consumer.position(tp) < dlq_ends[tp.partition] for tp in tps]):
-        if time.monotonic() > deadline:
-            raise OutcomesUnknown(f"the dead letters were not read in {timeout:.0f} s")
-        for batch in (await consumer.getmany(timeout_ms=200)).values():
-            for record in batch:
-                headers = {k: bytes(v).decode("utf-8", "replace")
-                           for k, v in (record.headers or ())}
-                if headers.get(rec.H_TOPIC) != settings.topic_touchpoints:
-                    continue
-                partition = int(headers.get(rec.H_PARTITION, "-1"))
-                offset = int(headers.get(rec.H_OFFSET, "-1"))
-                if not marks.input_ends.get(partition, 0) <= offset < ends.get(partition, 0):
-                    continue
-                reason = f"{headers.get(rec.H_FIELD) or '$'}: {headers.get(rec.H_REASON)}"
-                kind = headers.get(rec.H_KIND)
-                (found.late_reasons if kind == "late" else found.reasons)[reason] += 1
+    try:
+        letters = await read_to(consumer, settings.topic_dlq, dlq_ends, timeout)
+    except TimeoutError:
+        raise OutcomesUnknown(f"the dead letters were not read in {timeout:.0f} s") from None
+    for record in letters:
+        headers = {k: bytes(v).decode("utf-8", "replace") for k, v in (record.headers or ())}
+        if headers.get(rec.H_TOPIC) != settings.topic_touchpoints:
+            continue
+        partition = int(headers.get(rec.H_PARTITION, "-1"))
+        offset = int(headers.get(rec.H_OFFSET, "-1"))
+        if not marks.input_ends.get(partition, 0) <= offset < ends.get(partition, 0):
+            continue
+        reason = f"{headers.get(rec.H_FIELD) or '$'}: {headers.get(rec.H_REASON)}"
+        kind = headers.get(rec.H_KIND)
+        (found.late_reasons if kind == "late" else found.reasons)[reason] += 1

@@ -259,6 +259,27 @@ async def topic_partitions(consumer: AIOKafkaConsumer, topic: str, timeout: floa
         await asyncio.sleep(0.2)
 
 
+async def topic_ends(consumer: AIOKafkaConsumer, topic: str, timeout: float) -> dict[int, int]:
+    """Each partition's end offset (waiting for the topic to exist)."""
+    tps = [TopicPartition(topic, p) for p in await topic_partitions(consumer, topic, timeout)]
+    return {tp.partition: int(offset) for tp, offset in (await consumer.end_offsets(tps)).items()}
+
+
+async def read_to(consumer: AIOKafkaConsumer, topic: str, ends: Mapping[int, int],
+                  timeout: float) -> list[Any]:
+    """The records of ``topic`` from where the (assigned, sought) consumer stands up to
+    ``ends``; TimeoutError when that takes longer than ``timeout``."""
+    tps = [TopicPartition(topic, p) for p in ends]
+    found: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while any([await consumer.position(tp) < ends[tp.partition] for tp in tps]):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{topic} not read in {timeout} s")
+        for records in (await consumer.getmany(timeout_ms=200)).values():
+            found.extend(records)
+    return found
+
+
 async def read_partition_engine(settings: WorkerSettings, partition: int,
                                 config: EngineConfig | None = None) -> tuple[Engine, int] | None:
     """One input partition's whole engine (journeys, customers, dedupe state included)
@@ -294,20 +315,13 @@ async def read_dead_letters(settings: WorkerSettings, limit: int = 100,
         enable_auto_commit=False, isolation_level="read_committed")
     await consumer.start()
     try:
-        parts = await topic_partitions(consumer, settings.topic_dlq, timeout)
-        tps = [TopicPartition(settings.topic_dlq, p) for p in parts]
+        ends = await topic_ends(consumer, settings.topic_dlq, timeout)
+        tps = [TopicPartition(settings.topic_dlq, p) for p in ends]
         consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
         begins = await consumer.beginning_offsets(tps)
         for tp in tps:  # the last `limit` of each partition is enough
-            consumer.seek(tp, max(begins[tp], ends[tp] - limit))
-        found: list[Any] = []
-        deadline = time.monotonic() + timeout
-        while any([await consumer.position(tp) < ends[tp] for tp in tps]):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"dead letters not read in {timeout} s")
-            for records in (await consumer.getmany(timeout_ms=200)).values():
-                found.extend(records)
+            consumer.seek(tp, max(begins[tp], ends[tp.partition] - limit))
+        found = await read_to(consumer, settings.topic_dlq, ends, timeout)
     finally:
         await consumer.stop()
     found.sort(key=lambda r: (r.timestamp, r.partition, r.offset), reverse=True)
