@@ -277,6 +277,21 @@ class CustomerBook:
         out: list[int] = rows[picked].tolist()
         return out
 
+    def erase(self, customer_id: str) -> bool:
+        """Forget a customer entirely (erasure on request): their row leaves every
+        column and the id leaves the book; later rows move up one, in order, so the book
+        is exactly one that never saw them. Aggregates elsewhere are untouched. Whether
+        the customer was known (erasing twice changes nothing)."""
+        row = self.customers.pop(customer_id, None)
+        if row is None:
+            return False
+        keep = self.keep
+        for column in (self._segment, self._signals, self._last_seen, self._mean, self._m2):
+            del column[row]
+        del self._recent[row * keep:(row + 1) * keep]
+        self.customers = {cid: (r - 1 if r > row else r) for cid, r in self.customers.items()}
+        return True
+
     def state(self) -> dict[str, Any]:
         """Snapshot: the columns as bytes (native byte order), ids in row order.
 

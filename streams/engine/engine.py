@@ -86,6 +86,25 @@ class IngestResult:
 
 
 @dataclass(frozen=True, slots=True)
+class Erased:
+    """What ``Engine.erase_customer`` removed, for the audit trail (counts, no ids)."""
+
+    customers: int = 0
+    """1 when the customer's history and baseline were held, else 0."""
+    journeys: int = 0
+    """Their journeys, open and ended."""
+
+    @property
+    def total(self) -> int:
+        """Everything removed; 0 when there was nothing (an erasure repeated)."""
+        return self.customers + self.journeys
+
+    def as_dict(self) -> dict[str, int]:
+        """As plain data (the audit record's ``removed``)."""
+        return {"customers": self.customers, "journeys": self.journeys}
+
+
+@dataclass(frozen=True, slots=True)
 class WindowRef:
     """Which window a score belongs to, and its [start, end) bounds in UTC."""
 
@@ -935,6 +954,25 @@ class Engine:
         if study.ended_at is None:
             study.ended_at = self.watermark if self.watermark is not None else study.start
         return study
+
+    # -- erasure ---------------------------------------------------------------------
+
+    def erase_customer(self, customer_id: str) -> Erased:
+        """Remove everything the state holds about one customer (GDPR Art. 17): their
+        history and baseline (``customers``) and their journeys, open and ended.
+
+        Nothing else in the state or its snapshot carries a customer id or a comment:
+        aggregates are per (series, bucket) of dimension values, pulse studies per
+        metric, the dedupe memory holds 64-bit digests of event ids, counters are
+        counts; comments are never kept. Those aggregates stay exactly as they are (they
+        are anonymous), so every score is unchanged. Idempotent: erasing a customer
+        that is not (or no longer) held removes nothing and returns zeros.
+
+        Events of the customer that arrive later are counted as new ones: a customer
+        who comes back is a new customer.
+        """
+        customers = 1 if self.customers.erase(customer_id) else 0
+        return Erased(customers, self.journeys.erase(customer_id))
 
     # -- state -----------------------------------------------------------------------
 

@@ -292,6 +292,22 @@ class JourneyTracker:
         while len(closed) > self.kept:
             closed.popitem(last=False)
 
+    def erase(self, customer_id: str) -> int:
+        """Forget a customer's journeys, open and ended (erasure on request); the
+        statistics of ended journeys by channel band stay (they are anonymous sums).
+        How many journeys went (erasing twice changes nothing)."""
+        gone = [jid for jid, j in self.open.items() if j.customer_id == customer_id]
+        for jid in gone:
+            del self.open[jid]
+        ended = [jid for jid, j in self.closed.items() if j.customer_id == customer_id]
+        for jid in ended:
+            del self.closed[jid]
+        if gone:
+            dropped = set(gone)
+            self._due = [(at, jid) for at, jid in self._due if jid not in dropped]
+            heapq.heapify(self._due)
+        return len(gone) + len(ended)
+
     def get(self, journey_id: str) -> Journey | None:
         """An open or recently ended journey."""
         return self.open.get(journey_id) or self.closed.get(journey_id)
