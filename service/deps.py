@@ -28,5 +28,6 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 ReadKey = Annotated[ApiKey, Depends(require("read"))]
 WriteKey = Annotated[ApiKey, Depends(require("write"))]
 AdminKey = Annotated[ApiKey, Depends(require("admin"))]
+EraseKey = Annotated[ApiKey, Depends(require("erase"))]
 
 IdPath = Annotated[str, Path(min_length=1, max_length=128, description="An opaque id.")]

@@ -14,6 +14,7 @@ from pathlib import Path
 import uvicorn
 from pydantic import SecretStr
 
+from schemas.decode import EventDecoder
 from service.app import create_app
 from service.cli_errors import bind, storage_error
 from service.settings import Settings
@@ -50,9 +51,23 @@ def with_development_key(settings: Settings) -> Settings:
     if settings.keys() or settings.environment != "development":
         return settings
     key = development_key(settings.data_dir)
-    log.warning("no TOUCHSTREAM_API_KEYS set: development key (read, write, admin) is in "
-                "%s", settings.data_dir / DEV_KEY_FILE)
-    return settings.model_copy(update={"api_keys": SecretStr(f"dev:read+write+admin:{key}")})
+    log.warning("no TOUCHSTREAM_API_KEYS set: development key (read, write, admin, erase) "
+                "is in %s", settings.data_dir / DEV_KEY_FILE)
+    spec = f"dev:read+write+admin+erase:{key}"
+    return settings.model_copy(update={"api_keys": SecretStr(spec)})
+
+
+def embedded_runner(settings: Settings, config: EngineConfig,
+                    detection: DetectionConfig) -> EmbeddedRunner:
+    """The embedded runner the settings describe (not opened yet): its data directory,
+    snapshot cadence, dead-letter cap, and the comment policy (``comments``) in its
+    decoder, so that its log, snapshots and follow-ups hold comments only as the policy
+    keeps them."""
+    return EmbeddedRunner(settings.data_dir, config,
+                          decoder=EventDecoder(comments=settings.comments),
+                          snapshot_every=settings.snapshot_every,
+                          detection=detection,
+                          dead_letter_max_bytes=settings.dead_letter_max_bytes)
 
 
 async def run(settings: Settings, simulate: float = 0.0, drops: Sequence[Drop] = (),
@@ -78,10 +93,7 @@ async def run(settings: Settings, simulate: float = 0.0, drops: Sequence[Drop] =
         if detection is None:
             detection = settings.load_detection_config(config)
         try:
-            runner = EmbeddedRunner(settings.data_dir, config,
-                                    snapshot_every=settings.snapshot_every,
-                                    detection=detection,
-                                    dead_letter_max_bytes=settings.dead_letter_max_bytes)
+            runner = embedded_runner(settings, config, detection)
             await asyncio.to_thread(runner.open)
         except StorageError as exc:
             raise storage_error(exc.path, exc.reason) from exc

@@ -17,8 +17,10 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from streams.settings import TouchstreamSettings
 
-Scope = Literal["read", "write", "admin"]
-SCOPES: tuple[Scope, ...] = ("read", "write", "admin")
+Scope = Literal["read", "write", "admin", "erase"]
+SCOPES: tuple[Scope, ...] = ("read", "write", "admin", "erase")
+"""``erase``: erasing a customer's data (``DELETE /v1/customers/{id}``); no other scope
+implies it, so only the keys of those who may erase hold it."""
 _PLACEHOLDERS = {"changeme", "secret", "password", "dev", "test", "example", "placeholder"}
 
 

@@ -7,15 +7,18 @@ only talks to this protocol, so its routes do not change with the deployment.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Final, Literal, Protocol, TypeVar
 
 import msgspec
 
 from streams.deadletters import ItemBytes
 from streams.detection import Detector, FollowUp, FollowUpUpdate
-from streams.engine.engine import Engine
+from streams.engine.engine import Engine, Erased
 from streams.engine.pulses import PulseError
 
 Status = Literal["accepted", "duplicate", "late", "rejected"]
@@ -81,7 +84,12 @@ PULSE_END: Final = "pulse_end"
 FOLLOWUP_UPDATE: Final = "followup_update"
 """A follow-up closed or assigned (payload: ``FollowUpUpdate.encode``); applied to the
 detector, not the engine."""
-COMMANDS: Final = (PULSE_START, PULSE_END)
+ERASE: Final = "erase"
+"""A customer erased on request (GDPR Art. 17); payload: ``encode_erase`` of an
+``ErasureRequest``. ``apply_command`` removes the customer from the engine
+(``Engine.erase_customer``); the runner also blanks their follow-ups
+(``FollowUpBook.erase_customer``)."""
+COMMANDS: Final = (PULSE_START, PULSE_END, ERASE)
 """Commands that change state besides events. Both runners keep them in the same order
 as the events around them (the embedded command log; a control record in every input
 partition on Kafka), so replaying the input gives the same state."""
@@ -92,13 +100,117 @@ def encode_pulse_start(request: PulseRequest) -> bytes:
     return msgspec.json.encode(request)
 
 
-def apply_command(engine: Engine, kind: str, payload: bytes) -> None:
-    """Apply one command to ``engine``.
+# -- erasure ---------------------------------------------------------------------------
+
+DIGEST_HMAC: Final = "hmac-sha256"
+DIGEST_PLAIN: Final = "sha256"
+
+
+def erasure_digest(customer_id: str, key: bytes | None) -> str:
+    """The digest an erased customer is named by in the audit trail, never the id:
+    ``hmac-sha256:<hex>`` of the id's UTF-8 bytes under ``key`` (``TOUCHSTREAM_ERASURE_KEY``),
+    or ``sha256:<hex>`` without a key (customer ids are often guessable: set a key in
+    production, so that the audit trail cannot be matched against a list of ids)."""
+    data = customer_id.encode("utf-8")
+    if key:
+        return f"{DIGEST_HMAC}:{hmac.new(key, data, hashlib.sha256).hexdigest()}"
+    return f"{DIGEST_PLAIN}:{hashlib.sha256(data).hexdigest()}"
+
+
+class ErasureRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
+    """One erasure, as the ``erase`` command carries it (``encode_erase`` /
+    ``decode_erase``; JSON, UTF-8):
+
+    ``{"customer_id": "cus-42", "digest": "hmac-sha256:9f…", "by": "ops",
+    "at": "2026-12-07T15:04:05.123456+00:00"}``
+
+    - ``customer_id``: whom to erase; ``null`` once ``redacted`` (a runner that keeps its
+      commands, the embedded log, keeps the redacted payload after applying it: a
+      redacted erasure applies as a no-op, so replays stay the same);
+    - ``digest``: ``erasure_digest`` of the id, the audit trail's name for the customer;
+    - ``by``: who asked (the API key's name);
+    - ``at``: when, ISO-8601 UTC.
+    """
+
+    customer_id: str | None
+    digest: str
+    by: str
+    at: str
+
+    @classmethod
+    def new(cls, customer_id: str, by: str, key: bytes | None,
+            at: datetime | None = None) -> ErasureRequest:
+        """An erasure of ``customer_id`` asked by ``by`` now (or ``at``), its digest
+        under ``key`` (``TouchstreamSettings.erasure_secret()``)."""
+        when = (at or datetime.now(UTC)).astimezone(UTC)
+        return cls(customer_id, erasure_digest(customer_id, key), by, when.isoformat())
+
+    def redacted(self) -> ErasureRequest:
+        """The same request without the id: what may be kept once it has applied."""
+        return ErasureRequest(None, self.digest, self.by, self.at)
+
+
+def encode_erase(request: ErasureRequest) -> bytes:
+    """The payload of an ``erase`` command: the request as JSON (``ErasureRequest``)."""
+    return msgspec.json.encode(request)
+
+
+def decode_erase(payload: bytes) -> ErasureRequest:
+    """Read an ``erase`` payload; ``PulseError`` naming the field when it is not one
+    (the error every bad command raises: a dead letter of kind ``bad_command`` on Kafka)."""
+    try:
+        request = msgspec.json.decode(payload, type=ErasureRequest)
+    except msgspec.ValidationError as exc:
+        raise PulseError("erase", f"not an erasure ({exc})") from None
+    except msgspec.DecodeError as exc:
+        raise PulseError("erase", f"not an erasure: not JSON ({exc})") from None
+    if request.customer_id == "":
+        raise PulseError("erase.customer_id", "must not be empty")
+    return request
+
+
+@dataclass(frozen=True, slots=True)
+class ErasureReport:
+    """The audit record of one erasure, as ``DELETE /v1/customers/{id}`` answers it: who
+    asked (``by``), when (``at``, ISO-8601 UTC) and the customer's ``digest``, never the
+    id. ``state``: ``erased`` when the runner has removed the customer everywhere it
+    keeps state, ``erasing`` when the erasure is durable (it will apply, in order) but
+    not yet complete (the API answers 202). ``removed``: what went, by kind
+    (``customers``, ``journeys``, ``followups``, ...), when the runner knows; empty when
+    it does not (on Kafka the workers apply it, partition by partition)."""
+
+    digest: str
+    by: str
+    at: str
+    state: Literal["erased", "erasing"]
+    removed: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, request: ErasureRequest, state: Literal["erased", "erasing"],
+           removed: dict[str, int] | None = None) -> ErasureReport:
+        """The report of ``request``."""
+        return cls(request.digest, request.by, request.at, state, dict(removed or {}))
+
+    def to_dict(self) -> dict[str, Any]:
+        """As plain data: the API's answer and the audit log line."""
+        return {"digest": self.digest, "by": self.by, "at": self.at, "state": self.state,
+                "removed": dict(self.removed)}
+
+
+def apply_command(engine: Engine, kind: str, payload: bytes) -> Erased | None:
+    """Apply one command to ``engine``; an ``erase`` returns what it removed
+    (``Engine.erase_customer``: counts for the audit), other commands None.
 
     Raises ``PulseError`` naming the field when the command cannot be applied (unknown
-    kind, a payload that is not a study, an id that exists or does not). Ending a study
-    that has ended already changes nothing.
+    kind, a payload that is not a study or an erasure, an id that exists or does not).
+    Ending a study that has ended already changes nothing; neither does erasing a
+    customer that is not held, or a redacted erasure.
     """
+    if kind == ERASE:
+        erasure = decode_erase(payload)
+        if erasure.customer_id is None:
+            return Erased()
+        return engine.erase_customer(erasure.customer_id)
     if kind == PULSE_START:
         try:
             request = msgspec.json.decode(payload, type=PulseRequest)
@@ -117,6 +229,7 @@ def apply_command(engine: Engine, kind: str, payload: bytes) -> None:
     else:
         known = ", ".join(COMMANDS)
         raise PulseError("command", f"unknown command {kind!r} (known: {known})")
+    return None
 
 
 class Runner(Protocol):
@@ -177,4 +290,23 @@ class Runner(Protocol):
 
     async def ready(self) -> tuple[bool, str]:
         """Whether state is recovered and the backing store/broker reachable, and why not."""
+        ...
+
+
+class Erasing(Protocol):
+    """A runner that erases customers on request (issue 21): the Kafka runner, and the
+    embedded runner once it implements it. Kept apart from :class:`Runner` until both
+    runners have it (then it joins ``Runner``); the API answers 501 on a runner without
+    it."""
+
+    async def erase_customer(self, request: ErasureRequest) -> ErasureReport:
+        """Erase a customer durably (``DELETE /v1/customers/{id}``): an ``erase`` command
+        with ``encode_erase(request)`` as payload, kept in order with the events around it
+        (the embedded command log; a control record in every input partition on Kafka),
+        applied with ``apply_command`` (the engine) and ``FollowUpBook.erase_customer``
+        (the personal fields of the customer's follow-ups), and whatever the runner keeps
+        besides (stored events and comments, dead letters, snapshots, compacted topics)
+        cleared of the customer. Idempotent: a repeated request removes nothing more and
+        answers alike. Returns the audit record; ``state="erasing"`` when it is durable
+        but not yet complete everywhere."""
         ...

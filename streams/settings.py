@@ -19,6 +19,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, ClassVar
 
+from pydantic import SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -26,6 +27,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from schemas.redact import CommentPolicy
 from streams.detection import DetectionConfig, default_detection
 from streams.engine.config import EngineConfig
 
@@ -68,6 +70,22 @@ class TouchstreamSettings(BaseSettings):
     detection_config: Path | None = None
     """JSON ``DetectionConfig`` (alert and follow-up rules); ``default_detection`` for
     the engine configuration when unset."""
+    comments: CommentPolicy = "keep"
+    """What is kept of an event's free-text comment, applied where events are decoded
+    (``schemas.redact``): ``keep`` it as sent, ``drop`` it, or ``redact`` its e-mail
+    addresses and phone numbers. The same for the API and the workers."""
+
+    erasure_key: SecretStr | None = None
+    """``TOUCHSTREAM_ERASURE_KEY``: the secret of the HMAC-SHA256 digest that names an
+    erased customer in the audit trail (``streams.runner.erasure_digest``). Without it
+    the digest is a plain SHA-256 of the id, which anyone holding a list of ids can
+    match: set it in production, and keep it (a new key gives new digests)."""
+
+    def erasure_secret(self) -> bytes | None:
+        """The erasure key's bytes, or None when unset or empty."""
+        if self.erasure_key is None:
+            return None
+        return self.erasure_key.get_secret_value().encode("utf-8") or None
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:

@@ -37,7 +37,15 @@ from streams.detection.attribution import (
     group_alerts,
 )
 from streams.detection.detector import Detector
-from streams.detection.followups import FollowUp, FollowUpBook, FollowUpUpdate, followups
+from streams.detection.followups import (
+    ERASED_FIELDS,
+    FollowUp,
+    FollowUpBook,
+    FollowUpUpdate,
+    followups,
+    is_scrubbed,
+    scrubbed,
+)
 from streams.detection.rules import (
     AlertRule,
     Baseline,
@@ -62,7 +70,6 @@ from streams.detection.significance import (
 )
 
 __all__ = [
-    "DOMINANT",
     "Alert",
     "AlertBook",
     "AlertChange",
@@ -72,10 +79,12 @@ __all__ = [
     "Attribution",
     "Baseline",
     "Comparison",
+    "DOMINANT",
     "DetectionConfig",
     "Detector",
     "DriftRule",
     "DropRule",
+    "ERASED_FIELDS",
     "Evidence",
     "Explanation",
     "Finding",
@@ -95,8 +104,10 @@ __all__ = [
     "explaining_parents",
     "followups",
     "group_alerts",
+    "is_scrubbed",
     "lower_cusum",
     "parse_duration",
     "screen_drops",
+    "scrubbed",
     "siegmund_arl",
 ]

@@ -12,7 +12,7 @@ import builtins
 import hashlib
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -69,6 +69,27 @@ class FollowUp:
 
 _FOLLOWUP_FIELDS = tuple(f.name for f in fields(FollowUp))
 _FOLLOWUP_TIMES = ("created_at", "closed_at", "updated_at")
+
+
+ERASED_FIELDS = ("customer_id", "event_id", "journey_id", "note")
+"""The personal fields of a follow-up, blanked by an erasure (``scrubbed``): who the
+customer is (``customer_id``), what links it to their events and journey (``event_id``,
+``journey_id``) and the person's free-text ``note``. The rest — the rule, segment,
+channel, touchpoint, reason, owner, times, status and assignee — stays: it is about the
+business, not the customer."""
+
+
+def scrubbed(item: FollowUp) -> FollowUp:
+    """A copy of ``item`` with its personal fields (``ERASED_FIELDS``) blanked:
+    ``customer_id`` and ``event_id`` empty, ``journey_id`` and ``note`` None. Its id
+    stays (a digest of the event id and rule: it says nothing of the customer)."""
+    return replace(item, customer_id="", event_id="", journey_id=None, note=None)
+
+
+def is_scrubbed(item: FollowUp) -> bool:
+    """Whether ``item``'s personal fields are blank (an erased customer's follow-up)."""
+    return (item.customer_id == "" and item.event_id == "" and item.journey_id is None
+            and item.note is None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +230,21 @@ class FollowUpBook:
         found.assignee, found.note = update.assignee, update.note
         found.updated_by, found.updated_at = update.by, update.at
         return found
+
+    def erase_customer(self, customer_id: str) -> builtins.list[FollowUp]:
+        """Blank the personal fields (``ERASED_FIELDS``) of every follow-up of
+        ``customer_id``, open or closed, in place; the anonymous rest stays (and so do
+        the counts by owner, segment and status). Returns the follow-ups changed, as
+        they now are (the Kafka runner re-publishes them). Idempotent: a second call
+        finds none."""
+        changed: builtins.list[FollowUp] = []
+        for book in (self.open.values(), self.closed):
+            for item in book:
+                if item.customer_id == customer_id:
+                    for name, blank in zip(ERASED_FIELDS, ("", "", None, None), strict=True):
+                        setattr(item, name, blank)
+                    changed.append(item)
+        return changed
 
     def mirror(self, item: FollowUp) -> None:
         """Take a follow-up as published (the follow-ups topic): it replaces what is
