@@ -18,11 +18,12 @@ from typing import Literal, Protocol
 
 from schemas import cloudevents
 from schemas.decode import DecodedBatch, EventDecoder, EventError
-from streams.deadletters import LATE_FIELD, late_reason
-from streams.detection import FollowUp, FollowUpRule, followups
+from streams.deadletters import LATE_FIELD
+from streams.detection import FollowUp, FollowUpRule
 from streams.engine.config import EngineConfig
 from streams.engine.engine import Engine
 from streams.engine.pulses import PulseError
+from streams.pipeline import Pipeline
 from streams.runner import apply_command
 from streams.worker import records as rec
 
@@ -100,12 +101,11 @@ class PartitionState:
     def __init__(self, partition: int, engine: Engine, next_offset: int,
                  decoder: EventDecoder | None = None) -> None:
         self.partition = partition
-        self.engine = engine
         self.next_offset = next_offset
         self.decoder = decoder or EventDecoder()
         self.rejected = 0
-        self.followup_rules: tuple[FollowUpRule, ...] = ()
-        """Which answers become follow-ups (set by the worker from its detection config)."""
+        self.pipeline = Pipeline(engine)
+        """The shared ingest steps (the leader, not a partition, evaluates alerts)."""
         self._dirty: dict[str, set[int]] = {g: set() for g in engine.granularities}
         self._published: dict[str, set[int]] = {
             g: set(gran.tables) for g, gran in engine.granularities.items()
@@ -116,6 +116,20 @@ class PartitionState:
         self.checkpointed_at = time.monotonic()
         self.published_offset = next_offset
         self.published_at = time.monotonic()
+
+    @property
+    def engine(self) -> Engine:
+        """This partition's engine (the pipeline's)."""
+        return self.pipeline.engine
+
+    @property
+    def followup_rules(self) -> tuple[FollowUpRule, ...]:
+        """Which answers become follow-ups (set by the worker from its detection config)."""
+        return self.pipeline.followup_rules
+
+    @followup_rules.setter
+    def followup_rules(self, rules: tuple[FollowUpRule, ...]) -> None:
+        self.pipeline.followup_rules = tuple(rules)
 
     @classmethod
     def fresh(cls, partition: int, config: EngineConfig,
@@ -202,29 +216,20 @@ class PartitionState:
         for index, exc in decoded.errors:
             report.rejected += 1
             report.dead_letters.append(_dead(run[index], "invalid", exc.field, exc.reason))
-        valid = decoded.events
-        if not valid:
+        if not decoded.events:
             return
-        sources = run if decoded.positions is None else [run[i] for i in decoded.positions]
-        result = self.engine.ingest(valid, decoded.stamps)
-        report.accepted += result.accepted
-        report.duplicates += len(result.duplicates)
-        report.late += len(result.late)
-        if result.late:
-            late = {id(e) for e in result.late}
-            reason = late_reason(self.engine.config.lateness_horizon)
-            for event, record in zip(valid, sources, strict=True):
-                if id(event) in late:  # the record's own bytes, as they came
-                    report.dead_letters.append(_dead(record, "late", LATE_FIELD, reason))
-        if result.accepted:
+        ingested = self.pipeline.run(decoded)
+        report.accepted += ingested.accepted
+        report.duplicates += ingested.duplicates
+        report.late += ingested.late
+        for index, _ in ingested.late_events():  # the record's own bytes, as they came
+            report.dead_letters.append(_dead(run[index], "late", LATE_FIELD,
+                                             ingested.late_reason))
+        if ingested.accepted:
             for name, buckets in self.engine.take_changed().items():
                 self._dirty[name] |= buckets
             self._meta_dirty = True
-        if self.followup_rules:
-            # Late answers still need a human; duplicates were handled the first time.
-            duplicates = {id(e) for e in result.duplicates}
-            fresh = [e for e in valid if id(e) not in duplicates]
-            report.followups.extend(followups(fresh, self.followup_rules))
+        report.followups.extend(ingested.followups)
 
     def _cloudevents(self, run: list[InputRecord], values: list[bytes | None],
                      decoded: DecodedBatch, report: BatchReport,

@@ -93,9 +93,9 @@ async def test_a_write_the_disk_refuses_is_503_with_the_reason(
     (the same technique as tests/streams/test_embedded.py)."""
     await client.post("/v1/events", json=[event(i) for i in range(20)], headers=auth())
     before = (await client.get("/v1/scores?window=24h", headers=auth(READ))).json()
-    assert runner._conn is not None  # reaching into the one connection on purpose
-    pages = runner._conn.execute("PRAGMA page_count").fetchone()[0]
-    runner._conn.execute(f"PRAGMA max_page_count={pages}")
+    assert runner.store.connection is not None  # reaching into the one connection on purpose
+    pages = runner.store.connection.execute("PRAGMA page_count").fetchone()[0]
+    runner.store.connection.execute(f"PRAGMA max_page_count={pages}")
     big = [event(100 + i, event_id=f"full-{i}", comment="x" * 3000) for i in range(300)]
     response = await client.post("/v1/events", json=big, headers=auth())
     assert response.status_code == 503, response.text
@@ -103,7 +103,7 @@ async def test_a_write_the_disk_refuses_is_503_with_the_reason(
     assert response.headers["retry-after"]
     after = (await client.get("/v1/scores?window=24h", headers=auth(READ))).json()
     assert _canonical(after) == _canonical(before)  # nothing half-applied
-    runner._conn.execute("PRAGMA max_page_count=1073741823")
+    runner.store.connection.execute("PRAGMA max_page_count=1073741823")
     retried = await client.post("/v1/events", json=big, headers=auth())
     assert retried.json()["accepted"] == 300  # the client's retry is whole
     await still_serving(client, 1)

@@ -431,16 +431,16 @@ def test_a_full_disk_fails_the_whole_batch_and_loses_nothing_acknowledged(
     r.open()
     r.submit_blocking(batches(1, 50)[0])
     before, stats = state(r), r.stats()
-    assert r._conn is not None  # the test reaches into the one connection on purpose
-    pages = r._conn.execute("PRAGMA page_count").fetchone()[0]
-    r._conn.execute(f"PRAGMA max_page_count={pages}")
+    assert r.store.connection is not None  # the test reaches into the one connection on purpose
+    pages = r.store.connection.execute("PRAGMA page_count").fetchone()[0]
+    r.store.connection.execute(f"PRAGMA max_page_count={pages}")
     big = [item(100 + i, comment="x" * 3000) for i in range(200)] + [{"bad": 1}]
     with pytest.raises(StorageError, match="disk is full") as failed:
         r.submit_blocking(big)
     assert str(tmp_path / DB_NAME) in str(failed.value)
     assert state(r) == before and r.stats() == stats  # nothing applied, nothing counted
     assert r.dead_letters_blocking(10, 0) == []  # the rejects were rolled back too
-    r._conn.execute("PRAGMA max_page_count=1073741823")
+    r.store.connection.execute("PRAGMA max_page_count=1073741823")
     assert [o.status for o in r.submit_blocking(big[:3])] == ["accepted"] * 3
     after = state(r)
     del r, failed  # the exception's traceback still references the runner
