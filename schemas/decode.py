@@ -23,7 +23,16 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from schemas.event import KIND_OF, KINDS, SCHEMA_VERSION, TouchpointEvent, _Touchpoint
+from schemas.event import (
+    KIND_OF,
+    KINDS,
+    MAX_COMMENT_CHARS,
+    SCHEMA_VERSION,
+    TouchpointEvent,
+    _Touchpoint,
+)
+from schemas.redact import POLICIES, CommentPolicy
+from schemas.redact import apply as apply_policy
 
 _AT_PATH = re.compile(r"^(?P<reason>.*?) - at `\$(?P<path>[^`]*)`$", re.DOTALL)
 _MISSING = re.compile(
@@ -196,13 +205,23 @@ class DecodedBatch:
 
 
 class EventDecoder:
-    """Decodes JSON bytes into validated events; one instance is reused for speed."""
+    """Decodes JSON bytes into validated events; one instance is reused for speed.
+
+    ``comments`` is the comment policy (``schemas.redact``): ``keep`` the comment as
+    sent, ``drop`` it, or ``redact`` its e-mail addresses and phone numbers. Every event
+    this decoder returns (``decode``, ``decode_many``, ``convert``) already has it
+    applied, so what the runners keep never held more; with ``keep`` it costs one
+    comparison per batch."""
 
     def __init__(
         self,
         limits: TimeLimits | None = None,
         clock: Callable[[], float] = time.time,
+        comments: CommentPolicy = "keep",
     ) -> None:
+        if comments not in POLICIES:
+            raise ValueError(f"comments: {comments!r} is not one of {', '.join(POLICIES)}")
+        self.comments: CommentPolicy = comments
         self._decoder = msgspec.json.Decoder(TouchpointEvent)
         self._limits = limits or TimeLimits()
         self._future = self._limits.max_future.total_seconds()
@@ -213,7 +232,21 @@ class EventDecoder:
         """One event from JSON; raises ``EventError`` when it is not acceptable."""
         event = self._parse(data)
         self.check_time(event, self._clock())
-        return event
+        return event if self.comments == "keep" else self._apply_policy(event)
+
+    def _apply_policy(self, event: TouchpointEvent) -> TouchpointEvent:
+        """``event`` with its comment as the policy keeps it (the same event when the
+        policy leaves it as it is)."""
+        comment = event.comment
+        if comment is None:
+            return event
+        kept = apply_policy(self.comments, comment)
+        if kept == comment:
+            return event
+        # A mask may be longer than what it hides: stay within the contract's limit, so
+        # that the runners' own strict decoders read back what they stored.
+        return msgspec.structs.replace(
+            event, comment=None if kept is None else kept[:MAX_COMMENT_CHARS])
 
     def decode_many(self, values: Sequence[bytes | None]) -> DecodedBatch:
         """Events from a batch of JSON values, with the same checks and errors as
@@ -253,6 +286,9 @@ class EventDecoder:
             positions = [p for p, k in zip(where, keep.tolist(), strict=True) if k]
             stamps = stamps[keep]
             errors.sort(key=lambda item: item[0])
+        if self.comments != "keep":
+            scrub = self._apply_policy
+            events = [scrub(e) for e in events]
         return DecodedBatch(events, stamps, positions, errors)
 
     def _parse(self, data: bytes | str) -> TouchpointEvent:
@@ -291,7 +327,7 @@ class EventDecoder:
         except UnicodeEncodeError as exc:
             raise EventError("$", f"not encodable as UTF-8 ({exc.reason})") from None
         self.check_time(event, self._clock())
-        return event
+        return event if self.comments == "keep" else self._apply_policy(event)
 
     def check_time(self, event: TouchpointEvent, now: float) -> None:
         """Reject event times too far ahead of ``now`` (epoch seconds) or implausibly old."""

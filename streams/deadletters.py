@@ -25,6 +25,15 @@ A dead letter is::
   ``payload_base64`` is ``null`` when that text is exact, else the same bytes in base64
   (bytes that are not UTF-8, or a cut through a character): ``payload_base64`` when
   not null, else ``payload`` encoded as UTF-8, gives the kept bytes back exactly.
+
+The comment policy (``comments``, ``schemas.redact``) reaches dead letters too: with
+``drop`` or ``redact``, the kept payload is :func:`scrubbed` — in a payload that is JSON,
+every ``comment`` member is dropped or redacted as the policy says and the rest
+re-encoded; a payload that is not JSON (it cannot tell where a comment is) has its
+e-mail addresses and phone numbers masked wherever they are — while ``size`` and
+``sha256`` stay those of the original bytes, so a letter still identifies what was
+received without holding it. A scrubbed payload is no longer the original: it does not
+hash to ``sha256``. With ``keep`` (the default) the payload is the original's.
 """
 
 from __future__ import annotations
@@ -38,6 +47,9 @@ from typing import Any, Final, Literal
 
 import msgspec
 import orjson
+
+from schemas.redact import CommentPolicy, redact
+from schemas.redact import apply as apply_policy
 
 Kind = Literal["invalid", "late", "bad_body", "bad_command"]
 KINDS: Final[tuple[Kind, ...]] = ("invalid", "late", "bad_body", "bad_command")
@@ -89,10 +101,60 @@ class Kept:
     sha256: str
 
 
-def keep(data: bytes | None, max_bytes: int) -> Kept:
-    """The first ``max_bytes`` of ``data`` with the size and digest of all of it."""
+def keep(data: bytes | None, max_bytes: int, comments: CommentPolicy = "keep") -> Kept:
+    """The first ``max_bytes`` of ``data`` with the size and digest of all of it; with a
+    comment policy other than ``keep``, of ``data`` :func:`scrubbed` (the size and the
+    digest stay the original's)."""
     data = data or b""
-    return Kept(bytes(data[:max_bytes]), len(data), hashlib.sha256(data).hexdigest())
+    head = data if comments == "keep" else scrubbed(data, comments)
+    return Kept(bytes(head[:max_bytes]), len(data), hashlib.sha256(data).hexdigest())
+
+
+def _scrub_json(value: Any, policy: CommentPolicy) -> Any:
+    """``value`` (parsed JSON) with every ``comment`` member as ``policy`` keeps it."""
+    if isinstance(value, list):
+        return [_scrub_json(v, policy) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out: dict[str, Any] = {}
+    for key, member in value.items():
+        if key == "comment" and isinstance(member, str):
+            kept = apply_policy(policy, member)
+            if kept is not None:
+                out[key] = kept
+            continue
+        out[key] = _scrub_json(member, policy)
+    return out
+
+
+def scrubbed_text(data: bytes) -> bytes:
+    """``data`` with its e-mail addresses and phone numbers masked wherever they are
+    (bytes that are not UTF-8 stay as they were)."""
+    text = bytes(data).decode("utf-8", "surrogateescape")
+    masked = redact(text)
+    return data if masked == text else masked.encode("utf-8", "surrogateescape")
+
+
+def scrubbed(data: bytes, comments: CommentPolicy) -> bytes:
+    """What a dead letter keeps of ``data`` under the comment policy: ``data`` itself
+    with ``keep`` or when there is nothing to change; else JSON with every ``comment``
+    member dropped or redacted (the whole re-encoded), or, when ``data`` is not JSON,
+    its e-mail addresses and phone numbers masked (bytes that are not UTF-8 stay)."""
+    if comments == "keep" or not data:
+        return data
+    try:
+        parsed = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        parsed = None
+    if parsed is None or isinstance(parsed, str):
+        return scrubbed_text(data)
+    try:
+        changed = _scrub_json(parsed, comments)
+    except RecursionError:  # nested deeper than Python recurses: mask it as text
+        return scrubbed_text(data)
+    if changed == parsed:
+        return data
+    return orjson.dumps(changed)
 
 
 def source(topic: str | None = None, partition: int | None = None,
