@@ -24,7 +24,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streams.deadletters import keep, letter, source
+from streams.deadletters import Kept, keep, letter, source
 from streams.engine.config import EngineConfig
 from streams.engine.engine import Engine
 from streams.runner import RunnerUnavailable
@@ -340,9 +340,13 @@ def dead_letter_of(raw_headers: Any, value: bytes | None, timestamp_ms: int,
         return int(text) if text is not None and text.lstrip("-").isdigit() else None
 
     field = headers.get(rec.H_FIELD)
+    kept = keep(value, max_bytes)
+    size, digest = number(rec.H_SIZE), headers.get(rec.H_SHA256)
+    if size is not None and digest is not None:  # a scrubbed value: the original's
+        kept = Kept(kept.head, size, digest)
     return letter(
         kind=headers.get(rec.H_KIND) or headers.get(rec.H_STATUS) or "invalid",
         field=field, reason=headers.get(rec.H_REASON), received_at=timestamp_ms / 1000,
         source=source(headers.get(rec.H_TOPIC), number(rec.H_PARTITION),
                       number(rec.H_OFFSET), number(rec.H_INDEX)),
-        kept=keep(value, max_bytes), max_bytes=max_bytes)
+        kept=kept, max_bytes=max_bytes)

@@ -19,6 +19,8 @@ from typing import Any, Final
 import msgspec
 import numpy as np
 
+from schemas.redact import CommentPolicy
+from streams.deadletters import keep, scrubbed
 from streams.engine.buckets import IntArray
 from streams.engine.metrics import NCOLS, FloatArray
 from streams.engine.store import SeriesKey
@@ -36,6 +38,25 @@ H_REASON: Final = "touchstream.reason"
 H_TOPIC: Final = "touchstream.source.topic"
 H_PARTITION: Final = "touchstream.source.partition"
 H_OFFSET: Final = "touchstream.source.offset"
+H_SIZE: Final = "touchstream.size"  # of the original bytes, when the value is scrubbed
+H_SHA256: Final = "touchstream.sha256"  # of the original bytes, when the value is scrubbed
+
+
+def scrub_dead_letter(value: bytes | None, headers: list[tuple[str, bytes]],
+                      comments: CommentPolicy) -> tuple[bytes | None,
+                                                        list[tuple[str, bytes]]]:
+    """A dead letter's value and headers under the comment policy: with ``drop`` or
+    ``redact``, the value :func:`~streams.deadletters.scrubbed` and, when that changed
+    it, the original's size and SHA-256 in ``touchstream.size`` and
+    ``touchstream.sha256`` headers (``GET /v1/dead-letters`` shows those)."""
+    if comments == "keep" or not value:
+        return value, headers
+    clean = scrubbed(value, comments)
+    if clean == value:
+        return value, headers
+    original = keep(value, 0)
+    return clean, [*headers, (H_SIZE, str(original.size).encode()),
+                   (H_SHA256, original.sha256.encode())]
 
 # Control records: a header naming the command (``pulse_start``, ``pulse_end``; see
 # ``streams.runner``) on a record in the input topic, one in every partition, so each

@@ -1,8 +1,10 @@
 """The worker's topics: their layout from settings, created when missing, checked when not.
 
-- ``touchpoints`` (``topic_partitions``, delete): input events, keyed by customer id;
+- ``touchpoints`` (``topic_partitions``, delete): input events, keyed by customer id,
+  kept ``touchpoints_retention_ms`` (raw events, comments as producers sent them);
 - ``touchpoints.dlq`` (``dlq_partitions``, delete): rejected and late events, original
-  bytes, reason in headers;
+  bytes (scrubbed under the comment policy), reason in headers; kept ``dlq_retention_ms``
+  and at most about ``dlq_retention_bytes`` in all, the oldest going first;
 - ``touchstream.scores`` (``scores_partitions``, compact): latest score per window,
   scope value and metric;
 - ``touchstream.alerts`` (``alerts_partitions``, delete): alert state changes (filled by
@@ -57,6 +59,28 @@ class TopicSpec:
                         topic_configs={"cleanup.policy": self.cleanup, **self.config})
 
 
+MIN_SEGMENT_BYTES = 1 << 20
+"""The smallest ``segment.bytes`` the worker gives the dead-letter topic (Kafka 4's
+floor)."""
+
+
+def dlq_size_config(total: int, partitions: int) -> dict[str, str]:
+    """``retention.bytes`` and ``segment.bytes`` of the dead-letter topic that keep its
+    total size near ``total`` bytes (-1: unbounded, nothing set).
+
+    Kafka bounds each partition, not the topic, and deletes whole closed segments, the
+    oldest first; the open segment is never deleted. So each partition gets an equal
+    share of ``total``, split into an eighth for its segments (at least 1 MiB) and the
+    rest for ``retention.bytes``: closed segments beyond ``retention.bytes`` go, and a
+    partition holds about its share (plus what arrives between two of the broker's
+    retention checks, ``log.retention.check.interval.ms``, 5 minutes by default)."""
+    if total < 0:
+        return {}
+    share = max(total // partitions, 2 * MIN_SEGMENT_BYTES)
+    segment = max(share // 8, MIN_SEGMENT_BYTES)
+    return {"retention.bytes": str(share - segment), "segment.bytes": str(segment)}
+
+
 def topic_specs(settings: WorkerSettings) -> list[TopicSpec]:
     """Every topic the worker reads or writes."""
     n = settings.topic_partitions
@@ -65,7 +89,9 @@ def topic_specs(settings: WorkerSettings) -> list[TopicSpec]:
         TopicSpec(settings.topic_touchpoints, n, "delete", "input events", True,
                   {"retention.ms": str(settings.touchpoints_retention_ms)}),
         TopicSpec(settings.topic_dlq, settings.dead_letter_partitions, "delete",
-                  "dead letters", False, {"retention.ms": str(settings.dlq_retention_ms)}),
+                  "dead letters", False, {"retention.ms": str(settings.dlq_retention_ms),
+                                          **dlq_size_config(settings.dlq_retention_bytes,
+                                                            settings.dead_letter_partitions)}),
         TopicSpec(settings.topic_scores, settings.scores_partitions, "compact", "scores",
                   True, dict(compacted)),
         TopicSpec(settings.topic_alerts, settings.alerts_partitions, "delete", "alerts",
@@ -171,10 +197,12 @@ def _check(spec: TopicSpec, partitions: int, config: dict[str, str],
         problems.append(f"topic {spec.name!r} ({spec.role}) must not be compacted "
                         f"(compaction would drop records), it has "
                         f"cleanup.policy={','.join(sorted(policy))}")
-    retention = spec.config.get("retention.ms")
-    if retention is not None and config.get("retention.ms") not in (None, retention):
-        log.info("topic %s keeps records for retention.ms=%s (settings: %s)", spec.name,
-                 config.get("retention.ms"), retention)
+    for key in ("retention.ms", "retention.bytes"):
+        wanted = spec.config.get(key)
+        if wanted is not None and config.get(key) not in (None, wanted):
+            log.warning("topic %s has %s=%s, settings say %s (an existing topic keeps its "
+                        "own: kafka-configs --alter to apply them)", spec.name, key,
+                        config.get(key), wanted)
     return problems
 
 
