@@ -968,6 +968,8 @@ class Engine:
         are anonymous), so every score is unchanged. Idempotent: erasing a customer
         that is not (or no longer) held removes nothing and returns zeros.
 
+        Their open journeys go too, so they never end and never enter the statistics
+        by channel count (``journeys.by_channel_count``), which hold the ended ones.
         Events of the customer that arrive later are counted as new ones: a customer
         who comes back is a new customer.
         """

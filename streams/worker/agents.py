@@ -42,9 +42,11 @@ from aiokafka import TopicPartition as AIOKafkaTopicPartition
 from faust.types import TP
 
 from schemas.decode import EventDecoder
-from streams.detection import Detector
+from streams.detection import Detector, scrubbed
 from streams.engine.config import EngineConfig
 from streams.engine.engine import Engine
+from streams.engine.pulses import PulseError
+from streams.runner import ERASE, ErasureRequest, decode_erase
 from streams.worker import records as rec
 from streams.worker import scores as sc
 from streams.worker.alerts import load_alerts
@@ -87,6 +89,22 @@ class Output:
         return int(metadata.offset)
 
 
+def erasures(records: Sequence[Any], since: int) -> list[ErasureRequest]:
+    """The erasures among a batch's control records before offset ``since`` (those the
+    partition applied; one that could not apply is a dead letter, not an erasure)."""
+    found = []
+    for record in records:
+        if (record.offset < since and record.headers
+                and rec.control_kind(record.headers) == ERASE):
+            try:
+                request = decode_erase(record.value or b"")
+            except PulseError:
+                continue
+            if request.customer_id is not None:
+                found.append(request)
+    return found
+
+
 class TouchpointProcessor:
     """Per-partition engines over the input topic's batches (see the module docstring)."""
 
@@ -100,9 +118,7 @@ class TouchpointProcessor:
         self.checkpoints = checkpoints
         self.output = output
         self.topic = settings.topic_touchpoints
-        self.decoder = EventDecoder(comments=settings.comments)
-        """Every partition's decoder: the comment policy applies before the engine, so
-        partials, checkpoints and follow-ups never hold what it removes."""
+        self.decoder = EventDecoder()
         self.followup_rules = settings.load_detection_config(config).followups
         self.states: dict[int, PartitionState] = {}
         self.parked: dict[int, PartitionState] = {}
@@ -165,14 +181,17 @@ class TouchpointProcessor:
             self.metrics.batch_seconds.observe(took)
             self.totals["batches"] += 1
             self._account(report)
+            erased = erasures(records, state.next_offset) if report.commands else []
+            if erased:  # follow-ups of events before the erasure go out scrubbed
+                gone = {e.customer_id for e in erased}
+                report.followups = [scrubbed(f) if f.customer_id in gone else f
+                                    for f in report.followups]
             dlq_partition = partition % self.settings.dead_letter_partitions
             for dead in report.dead_letters:
-                value, headers = rec.scrub_dead_letter(
-                    dead.value, dead.dlq_headers(self.topic, partition),
-                    self.decoder.comments)
                 self._pending[partition].append(await self._enqueue(
-                    partition, self.settings.topic_dlq, dead.key, value, dlq_partition,
-                    headers=headers, timestamp_ms=dead.timestamp_ms))
+                    partition, self.settings.topic_dlq, dead.key, dead.value, dlq_partition,
+                    headers=dead.dlq_headers(self.topic, partition),
+                    timestamp_ms=dead.timestamp_ms))
             if report.followups:  # compacted and keyed by id: repeats are harmless
                 self._pending[partition] += await self._enqueue_batches(
                     partition, self.settings.topic_followups,
@@ -180,9 +199,23 @@ class TouchpointProcessor:
                     [(item.id.encode(), orjson.dumps(item.to_dict()))
                      for item in report.followups])
             started = time.perf_counter()
-            await self._maybe_flush(state)
+            await self._maybe_flush(state, force=bool(erased))
             self.seconds["flush"] += time.perf_counter() - started
+            if erased:
+                await self._erased(state, erased)
             return True
+
+    async def _erased(self, state: PartitionState, erased: list[ErasureRequest]) -> None:
+        """After a batch with erasures: the checkpoint taken right after it (forced) no
+        longer holds the customers, and the local store drops the replaced checkpoint's
+        bytes (a RocksDB flush and full compaction), so the worker's state directory
+        holds no byte of them either. The log names the digest, never the id."""
+        compacted = await asyncio.to_thread(self.checkpoints.compact_local, state.partition)
+        self.totals["erasures"] += len(erased)
+        for request in erased:
+            log.info("partition %d: erasure %s (by %s at %s) applied; checkpoint at offset "
+                     "%d%s", state.partition, request.digest, request.by, request.at,
+                     state.checkpointed_offset, ", local store compacted" if compacted else "")
 
     async def _ensure_state(self, partition: int) -> PartitionState:
         """The partition's state, loaded from its checkpoint when not in memory."""

@@ -35,16 +35,22 @@ from streams.detection import (
     FollowUp,
     FollowUpBook,
     FollowUpUpdate,
+    scrubbed,
 )
 from streams.engine.engine import Engine
 from streams.engine.pulses import PulseError
 from streams.runner import (
+    ERASE,
     PULSE_END,
     PULSE_START,
+    ErasureReport,
+    ErasureRequest,
     EventOutcome,
     PulseRequest,
     RunnerUnavailable,
     apply_command,
+    decode_erase,
+    encode_erase,
     encode_pulse_start,
 )
 from streams.worker import records as rec
@@ -57,6 +63,12 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 CONTROL_VISIBLE = 10.0
 """Seconds a pulse command waits for the workers' state to show it before answering."""
+ERASE_COMPLETE = 30.0
+"""Seconds ``DELETE /v1/customers/{id}`` waits for every partition's checkpoint to pass
+its erasure before answering 202 (``erasing``); the rest goes on in the background."""
+ERASE_BACKGROUND = 900.0
+"""Seconds an erasure answered 202 keeps waiting for the checkpoints in the background,
+to scrub the follow-ups once more."""
 STATE_TTL = 5.0
 """Seconds a partition's checkpointed engine is reused for customer/journey reads."""
 
@@ -75,13 +87,14 @@ class KafkaRunner:
         self.settings = settings
         self.config = settings.load_engine_config()
         self.reader = ScoresReader.from_settings(settings)
-        self._decoder = decoder or EventDecoder(comments=settings.comments)
+        self._decoder = decoder or EventDecoder()
         self._alerts = DetectorReader(settings, detection if detection is not None
                                       else DetectionConfig())
         self._producer: AIOKafkaProducer | None = None
         self._failure = "not started"
         self._states: dict[int, tuple[Engine | None, float]] = {}
         self._ends: AIOKafkaConsumer | None = None
+        self._erasing: set[asyncio.Task[None]] = set()
 
     async def start(self, timeout: float = 60.0) -> None:
         """Connect the producer and catch the merged view up with the partials topic."""
@@ -98,6 +111,8 @@ class KafkaRunner:
 
     async def stop(self) -> None:
         """Stop the readers and the producer (flushing it)."""
+        for task in list(self._erasing):
+            task.cancel()
         await self._alerts.stop()
         await self.reader.stop()
         if self._ends is not None:
@@ -134,21 +149,14 @@ class KafkaRunner:
                 outcomes.append(EventOutcome(index, "rejected",
                                              event_id if isinstance(event_id, str) else None,
                                              exc.field, exc.reason))
-                value, headers = rec.scrub_dead_letter(
-                    original(items, raw, index),
-                    _dlq_headers("invalid", exc.field, exc.reason, index),
-                    self._decoder.comments)
-                sends.append(await producer.send(self.settings.topic_dlq, value=value,
-                                                 headers=headers))
+                sends.append(await producer.send(
+                    self.settings.topic_dlq, value=original(items, raw, index),
+                    headers=_dlq_headers("invalid", exc.field, exc.reason, index)))
                 continue
             outcomes.append(EventOutcome(index, "accepted", event.event_id))
-            # The bytes the client sent, unless the comment policy changed the event:
-            # then its canonical JSON, so that the input topic never holds the comment.
-            changed = (self._decoder.comments != "keep" and isinstance(item, dict)
-                       and item.get("comment") != event.comment)
             sends.append(await producer.send(
                 self.settings.topic_touchpoints, key=event.customer_id.encode(),
-                value=encode(event) if raw is None or changed else raw(index)))
+                value=encode(event) if raw is None else raw(index)))
         await asyncio.gather(*sends)
         return outcomes
 
@@ -260,18 +268,142 @@ class KafkaRunner:
 
         await self._control(producer, PULSE_END, pulse_id.encode("utf-8"), ended)
 
+    async def erase_customer(self, request: ErasureRequest) -> ErasureReport:
+        """Erase a customer (``DELETE /v1/customers/{id}``, issue 21).
+
+        1. An ``erase`` control record (``encode_erase(request)``) into every input
+           partition, acknowledged by all in-sync replicas: each worker applies it where
+           it sits in its partition (``apply_command``: ``Engine.erase_customer``), so a
+           replay gives the same state; a worker checkpoints the partition right after
+           an erasure and compacts its local store (``agents.TouchpointProcessor``).
+        2. The customer's follow-ups on the compacted follow-ups topic re-published with
+           their personal fields blanked (``streams.detection.scrubbed``), under the same
+           key and partition, so compaction drops the old records; again once every
+           partition's checkpoint has passed the erasure (a worker restarted from an
+           older checkpoint may have re-published some before it met the erasure).
+        3. The checkpoint changelog needs no tombstone: each partition's new checkpoint
+           replaces the old one under the same key (chunks of the old one are
+           tombstoned), and compaction drops the old bytes.
+
+        Answers ``erased`` once every partition's checkpoint has passed the erasure
+        (within ``ERASE_COMPLETE`` seconds), else ``erasing`` (202) and finishes in the
+        background. ``removed``: follow-up records scrubbed, partitions the erasure was
+        written to. Idempotent: a repeated erasure is applied again as a no-op.
+        """
+        producer = self._require()
+        customer_id = request.customer_id
+        if customer_id is None:
+            raise ValueError("an erasure without a customer id has nothing to erase")
+        payload = encode_erase(request)
+        decode_erase(payload)  # the workers' checks
+        marks = await self._changelog_ends()
+        offsets = await self._produce_control(producer, ERASE, payload)
+        self._states.clear()
+        scrubbed_keys = await self._scrub_followups(producer, customer_id)
+        done = await self._checkpointed(offsets, marks, ERASE_COMPLETE)
+        if done:
+            scrubbed_keys |= await self._scrub_followups(producer, customer_id)
+        else:
+            task = asyncio.create_task(self._finish_erasure(customer_id, offsets, marks))
+            self._erasing.add(task)
+            task.add_done_callback(self._erasing.discard)
+            log.warning("erasure %s is durable; the workers have not checkpointed past it "
+                        "in %.0f s (are they running?): finishing in the background",
+                        request.digest, ERASE_COMPLETE)
+        self._states.clear()
+        return ErasureReport.of(request, "erased" if done else "erasing",
+                                {"followups": len(scrubbed_keys), "partitions": len(offsets)})
+
+    async def _finish_erasure(self, customer_id: str, offsets: dict[int, int],
+                              marks: dict[int, int]) -> None:
+        """The end of an erasure answered 202: wait longer for the checkpoints, then
+        scrub the follow-ups once more."""
+        producer = self._require()
+        if await self._checkpointed(offsets, marks, ERASE_BACKGROUND):
+            await self._scrub_followups(producer, customer_id)
+            self._states.clear()
+
+    async def _changelog_ends(self) -> dict[int, int]:
+        """The checkpoint changelog's end offsets now: checkpoints written after an
+        erasure was produced are read from there."""
+        consumer = self._ends
+        if consumer is None:
+            raise RunnerUnavailable("Kafka", "the runner is not started")
+        topic = self.settings.checkpoint_changelog
+        tps = [TopicPartition(topic, p) for p in range(self.settings.topic_partitions)]
+        ends = await consumer.end_offsets(tps)
+        return {tp.partition: end for tp, end in ends.items()}
+
+    async def _checkpointed(self, offsets: dict[int, int], marks: dict[int, int],
+                            timeout: float) -> bool:
+        """Whether, within ``timeout`` seconds, every input partition's checkpoint
+        passes its offset in ``offsets`` (a manifest written after ``marks``, the
+        changelog's ends before the erasure, reflecting a later input offset)."""
+        from streams.worker.tables import manifest_offset
+
+        waiting = dict(offsets)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap_servers, group_id=None,
+            enable_auto_commit=False, isolation_level="read_committed")
+        await consumer.start()
+        try:
+            topic = self.settings.checkpoint_changelog
+            tps = [TopicPartition(topic, p) for p in marks]
+            consumer.assign(tps)
+            for tp in tps:
+                consumer.seek(tp, marks[tp.partition])
+            deadline = time.monotonic() + timeout
+            while waiting and time.monotonic() < deadline:
+                batches = await consumer.getmany(timeout_ms=200)
+                for records in batches.values():
+                    for record in records:
+                        found = manifest_offset(record.key, record.value)
+                        if found is not None and found[1] > waiting.get(found[0], found[1]):
+                            del waiting[found[0]]
+        finally:
+            await consumer.stop()
+        return not waiting
+
+    async def _scrub_followups(self, producer: AIOKafkaProducer,
+                               customer_id: str) -> set[tuple[int, bytes]]:
+        """Re-publish the customer's follow-ups on the follow-ups topic with their
+        personal fields blanked, each under its key in its partition (the workers'
+        records and the status records alike); the (partition, key) pairs scrubbed."""
+        topic = self.settings.topic_followups
+        found = await _latest_by_key(self.settings.bootstrap_servers, topic)
+        sends = []
+        done: set[tuple[int, bytes]] = set()
+        for (partition, key), value in found.items():
+            try:
+                item = FollowUp.from_dict(orjson.loads(value))
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                continue
+            if item.customer_id != customer_id:
+                continue
+            sends.append(await producer.send(topic, key=key, partition=partition,
+                                             value=orjson.dumps(scrubbed(item).to_dict())))
+            done.add((partition, key))
+        await asyncio.gather(*sends)
+        return done
+
+    async def _produce_control(self, producer: AIOKafkaProducer, command: str,
+                               payload: bytes) -> dict[int, int]:
+        """Produce a control record to every input partition, acknowledged by all
+        in-sync replicas; the offset it got in each."""
+        topic = self.settings.topic_touchpoints
+        headers = [(H_CONTROL, command.encode())]
+        sends = [await producer.send(topic, value=payload, partition=partition,
+                                     headers=headers)
+                 for partition in range(self.settings.topic_partitions)]
+        return {int(m.partition): int(m.offset) for m in await asyncio.gather(*sends)}
+
     async def _control(self, producer: AIOKafkaProducer, command: str, payload: bytes,
                        visible: Callable[[Engine], bool]) -> None:
         """Produce a control record to every input partition (acknowledged by all
         in-sync replicas), then wait up to ``CONTROL_VISIBLE`` seconds for ``visible``
         to hold on the merged view. Not visible in time is not a failure: the command
         is durable and the workers apply it when they reach it."""
-        topic = self.settings.topic_touchpoints
-        headers = [(H_CONTROL, command.encode())]
-        sends = [await producer.send(topic, value=payload, partition=partition,
-                                     headers=headers)
-                 for partition in range(self.settings.topic_partitions)]
-        await asyncio.gather(*sends)
+        await self._produce_control(producer, command, payload)
         deadline = time.monotonic() + CONTROL_VISIBLE
         while time.monotonic() < deadline:
             if visible(self.reader.engine()):
@@ -297,6 +429,39 @@ class KafkaRunner:
         except Exception as exc:
             return False, f"merged view unavailable: {exc}"
         return True, f"ok (merged view of {len(self.reader.source_offsets())} partitions)"
+
+
+async def _latest_by_key(bootstrap_servers: list[str], topic: str,
+                         timeout: float = 60.0) -> dict[tuple[int, bytes], bytes]:
+    """A compacted topic's latest value per (partition, key), read to its end."""
+    from streams.worker.reader import topic_partitions
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False,
+        isolation_level="read_committed")
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in await topic_partitions(consumer, topic,
+                                                                         timeout)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        latest: dict[tuple[int, bytes], bytes] = {}
+        deadline = time.monotonic() + timeout
+        while any([await consumer.position(tp) < ends[tp] for tp in tps]):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"topic {topic!r} not read to its end in {timeout} s")
+            for tp, records in (await consumer.getmany(timeout_ms=200)).items():
+                for record in records:
+                    if record.key is None:
+                        continue
+                    if record.value is None:
+                        latest.pop((tp.partition, record.key), None)
+                    else:
+                        latest[(tp.partition, record.key)] = record.value
+        return latest
+    finally:
+        await consumer.stop()
 
 
 def _dlq_headers(kind: str, field: str, reason: str,

@@ -84,6 +84,17 @@ def _decode_manifest(value: bytes) -> Manifest:
                     None if inline is None else bytes(inline))
 
 
+def manifest_offset(key: bytes | None, value: bytes | None) -> tuple[int, int] | None:
+    """(input partition, input offset) of a changelog record that is a checkpoint's
+    manifest; ``None`` for chunks, tombstones and anything unreadable."""
+    if key is None or value is None or not key.isdigit():
+        return None
+    try:
+        return int(key), _decode_manifest(value).offset
+    except (CheckpointError, msgspec.DecodeError, KeyError, TypeError, ValueError):
+        return None
+
+
 class _ChangelogMessage:
     __slots__ = ("key", "offset", "partition", "topic", "tp", "value")
 
@@ -210,6 +221,28 @@ class CheckpointStore:
 
     async def load(self, partition: int) -> None:
         """Make the partition's checkpoint readable (Faust's recovery already did)."""
+
+    def compact_local(self, partition: int) -> bool:
+        """Drop the bytes of replaced checkpoints of ``partition`` from the local store's
+        files (after an erasure): a RocksDB store keeps an overwritten value in its
+        write-ahead log and older table files until a compaction, so the partition's
+        database is flushed and compacted down to its last level. Whether there was a
+        database to compact (``memory://`` keeps nothing on disk)."""
+        dbs = getattr(self.table.data, "_dbs", None)
+        db = None if not isinstance(dbs, dict) else dbs.get(partition)
+        if db is None or not hasattr(db, "compact_range"):
+            return False
+        try:
+            from rocksdict import BottommostLevelCompaction, CompactOptions
+        except ImportError:  # python-rocksdb: its own spelling
+            db.compact_range(bottommost_level_compaction=2)  # kForce
+            return True
+        db.flush(True)
+        options = CompactOptions()
+        options.set_bottommost_level_compaction(BottommostLevelCompaction.force())
+        db.compact_range(None, None, options)
+        db.flush_wal(True)
+        return True
 
 
 class _DictData:
