@@ -118,7 +118,9 @@ class TouchpointProcessor:
         self.checkpoints = checkpoints
         self.output = output
         self.topic = settings.topic_touchpoints
-        self.decoder = EventDecoder()
+        self.decoder = EventDecoder(comments=settings.comments)
+        """Every partition's decoder: the comment policy applies before the engine, so
+        partials, checkpoints and follow-ups never hold what it removes."""
         self.followup_rules = settings.load_detection_config(config).followups
         self.states: dict[int, PartitionState] = {}
         self.parked: dict[int, PartitionState] = {}
@@ -188,10 +190,12 @@ class TouchpointProcessor:
                                     for f in report.followups]
             dlq_partition = partition % self.settings.dead_letter_partitions
             for dead in report.dead_letters:
+                value, headers = rec.scrub_dead_letter(
+                    dead.value, dead.dlq_headers(self.topic, partition),
+                    self.decoder.comments)
                 self._pending[partition].append(await self._enqueue(
-                    partition, self.settings.topic_dlq, dead.key, dead.value, dlq_partition,
-                    headers=dead.dlq_headers(self.topic, partition),
-                    timestamp_ms=dead.timestamp_ms))
+                    partition, self.settings.topic_dlq, dead.key, value, dlq_partition,
+                    headers=headers, timestamp_ms=dead.timestamp_ms))
             if report.followups:  # compacted and keyed by id: repeats are harmless
                 self._pending[partition] += await self._enqueue_batches(
                     partition, self.settings.topic_followups,

@@ -87,7 +87,7 @@ class KafkaRunner:
         self.settings = settings
         self.config = settings.load_engine_config()
         self.reader = ScoresReader.from_settings(settings)
-        self._decoder = decoder or EventDecoder()
+        self._decoder = decoder or EventDecoder(comments=settings.comments)
         self._alerts = DetectorReader(settings, detection if detection is not None
                                       else DetectionConfig())
         self._producer: AIOKafkaProducer | None = None
@@ -149,14 +149,21 @@ class KafkaRunner:
                 outcomes.append(EventOutcome(index, "rejected",
                                              event_id if isinstance(event_id, str) else None,
                                              exc.field, exc.reason))
-                sends.append(await producer.send(
-                    self.settings.topic_dlq, value=original(items, raw, index),
-                    headers=_dlq_headers("invalid", exc.field, exc.reason, index)))
+                value, headers = rec.scrub_dead_letter(
+                    original(items, raw, index),
+                    _dlq_headers("invalid", exc.field, exc.reason, index),
+                    self._decoder.comments)
+                sends.append(await producer.send(self.settings.topic_dlq, value=value,
+                                                 headers=headers))
                 continue
             outcomes.append(EventOutcome(index, "accepted", event.event_id))
+            # The bytes the client sent, unless the comment policy changed the event:
+            # then its canonical JSON, so that the input topic never holds the comment.
+            changed = (self._decoder.comments != "keep" and isinstance(item, dict)
+                       and item.get("comment") != event.comment)
             sends.append(await producer.send(
                 self.settings.topic_touchpoints, key=event.customer_id.encode(),
-                value=encode(event) if raw is None else raw(index)))
+                value=encode(event) if raw is None or changed else raw(index)))
         await asyncio.gather(*sends)
         return outcomes
 
