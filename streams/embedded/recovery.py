@@ -21,7 +21,7 @@ from streams.engine.config import EngineConfig
 from streams.engine.engine import Engine
 from streams.engine.pulses import PulseError
 from streams.pipeline import Pipeline, Report
-from streams.runner import FOLLOWUP_UPDATE, apply_command
+from streams.runner import ERASE, FOLLOWUP_UPDATE, apply_command, decode_erase
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,10 @@ def _command(store: CommandLog, pipeline: Pipeline, seq: int, kind: str,
         return
     try:
         apply_command(pipeline.engine, kind, payload)
+        if kind == ERASE and pipeline.detector is not None:
+            customer_id = decode_erase(payload).customer_id
+            if customer_id:
+                pipeline.detector.followups.erase_customer(customer_id)
     except PulseError as exc:
         raise StorageError(store.path, f"log row {seq} ({kind}) cannot be replayed "
                                        f"({exc})") from exc

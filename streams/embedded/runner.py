@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import sqlite3
 import threading
@@ -48,12 +49,16 @@ from streams.engine.config import EngineConfig
 from streams.engine.engine import Engine
 from streams.pipeline import Pipeline, Report, convert_many
 from streams.runner import (
+    ERASE,
     FOLLOWUP_UPDATE,
     PULSE_END,
     PULSE_START,
+    ErasureReport,
+    ErasureRequest,
     EventOutcome,
     PulseRequest,
     apply_command,
+    encode_erase,
     encode_pulse_start,
 )
 
@@ -70,6 +75,16 @@ def _item_event_id(item: object) -> str | None:
         if isinstance(value, str):
             return value[:128]
     return None
+
+
+def _needles(customer_id: str) -> list[bytes]:
+    """The ways a customer id stands in stored bytes: UTF-8, and JSON's ASCII escapes."""
+    return sorted({customer_id.encode("utf-8"), orjson.dumps(customer_id)[1:-1],
+                   json.dumps(customer_id)[1:-1].encode("ascii")})
+
+
+def _holds(data: bytes, needles: Sequence[bytes]) -> bool:
+    return any(needle in data for needle in needles)
 
 
 @dataclasses.dataclass(slots=True)
@@ -108,14 +123,15 @@ class EmbeddedRunner:
             raise ValueError("snapshot_every must be at least 1")
         if dead_letter_max_bytes < 0:
             raise ValueError("dead_letter_max_bytes must not be negative")
-        self.store = CommandLog(data_dir, config, dead_letter_max_bytes)
+        self._decoder = decoder if decoder is not None else EventDecoder(clock=clock)
+        self.store = CommandLog(data_dir, config, dead_letter_max_bytes,
+                                self._decoder.comments)
         self.data_dir = self.store.data_dir
         self.path = self.store.path
         self.dead_letter_max_bytes = dead_letter_max_bytes
         self.config = config
         self.snapshot_every = snapshot_every
         self._clock = clock
-        self._decoder = decoder if decoder is not None else EventDecoder(clock=clock)
         self._lock = threading.Lock()
         self.detection = detection if detection is not None else DetectionConfig()
         self._detector = Detector(self.detection)
@@ -372,6 +388,54 @@ class EmbeddedRunner:
                 return book.apply(update)  # a no-op, or the ValueError; nothing to log
             self._log_command(FOLLOWUP_UPDATE, update.encode())
             return book.apply(update)
+
+    # -- erasure -----------------------------------------------------------------------
+
+    def erase_customer_blocking(self, request: ErasureRequest) -> ErasureReport:
+        """:meth:`erase_customer` without the thread hop."""
+        customer_id = request.customer_id
+        if not customer_id:
+            raise ValueError("an erasure names the customer")
+        with self._lock:
+            self._usable()
+            payload = encode_erase(request)
+            self._log_command(ERASE, payload)  # durable first: a crash replays it
+            erased = apply_command(self._engine, ERASE, payload)
+            changed = self._detector.followups.erase_customer(customer_id)
+            needles = _needles(customer_id)
+            self._pending_dead = [row for row in self._pending_dead
+                                  if not _holds(row[5], needles)]
+            self._pending_records = [
+                record for record in self._pending_records
+                if not (record[0] == "followup" and _holds(record[1][2], needles))]
+            removed = {**(erased.as_dict() if erased is not None else {}),
+                       "followups": len(changed)}
+            removed["dead_letters"] = self.store.erase(
+                needles, [(f.id, f.created_at, orjson.dumps(f.to_dict())) for f in changed],
+                (request.digest, request.by, request.at,
+                 orjson.dumps(removed).decode()))
+            # The snapshot covers the erase command and every logged event of the
+            # customer: the log rows and older snapshots go; compact leaves no copy.
+            self._snapshot()
+            self.store.compact()
+        log.info("erased customer %s (by %s): %s", request.digest, request.by, removed)
+        return ErasureReport.of(request, "erased", removed)
+
+    async def erase_customer(self, request: ErasureRequest) -> ErasureReport:
+        """Erase a customer (``DELETE /v1/customers/{id}``): the ``erase`` command is
+        logged, applied to the engine (history, baseline, journeys) and the follow-ups
+        (personal fields blanked), the dead letters carrying the id are deleted, then a
+        snapshot drops every log row and older snapshot, and the database is vacuumed
+        and its WAL truncated: no byte of the id or the customer's comments is left in
+        the data directory. Aggregates stay. Idempotent (again: nothing more removed)."""
+        return await asyncio.to_thread(self.erase_customer_blocking, request)
+
+    def erasures(self) -> list[dict[str, Any]]:
+        """The audit trail of erasures, oldest first (digest, by, at, removed)."""
+        with self._lock:
+            self._usable()
+            return [{"digest": digest, "by": by, "at": at, "removed": orjson.loads(removed)}
+                    for digest, by, at, removed in self.store.erasures()]
 
     # -- reading -----------------------------------------------------------------------
 

@@ -12,6 +12,8 @@ Tables (``<data_dir>/touchstream.db``):
   is the last log row they include.
 - ``alert_changes``, ``followups``: what the detector produced, written once each
   (``INSERT OR IGNORE``: a replay that produces them again writes nothing).
+- ``erasures(id, digest, by, at, removed)``: the audit trail of erasures (GDPR Art. 17):
+  the customer's digest, never the id, who asked, when, and what went (JSON counts).
 - ``dead_letters(id, received_at, kind, event_id, field, reason, payload, size, sha256,
   source_index)``: the dead-letter contract (``streams.deadletters``): ``payload`` is the
   first ``dead_letter_max_bytes`` of the bytes received, ``size`` and ``sha256`` those of
@@ -40,6 +42,7 @@ from typing import IO, Any, Final
 import msgspec
 import orjson
 
+from schemas.redact import CommentPolicy
 from streams.deadletters import keep
 from streams.engine.config import EngineConfig
 from streams.runner import RunnerUnavailable
@@ -69,6 +72,8 @@ _SCHEMA: Final = (
     "source_index INTEGER)",
     "CREATE UNIQUE INDEX IF NOT EXISTS dead_letters_late ON dead_letters (event_id) "
     "WHERE kind = 'late'",
+    "CREATE TABLE IF NOT EXISTS erasures (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+    "digest TEXT NOT NULL, by TEXT NOT NULL, at TEXT NOT NULL, removed TEXT NOT NULL)",
 )
 _INSERT_LOG: Final = "INSERT INTO log (seq, kind, payload, batch) VALUES (?, ?, ?, ?)"
 _INSERT_DEAD: Final = (
@@ -154,11 +159,13 @@ class CommandLog:
     lock around every call. Every method raises :class:`StorageError` on failure."""
 
     def __init__(self, data_dir: Path, config: EngineConfig, dead_letter_max_bytes: int,
-                 ) -> None:
+                 comments: CommentPolicy = "keep") -> None:
         self.data_dir = Path(data_dir)
         self.path = self.data_dir / DB_NAME
         self.config = config
         self.dead_letter_max_bytes = dead_letter_max_bytes
+        self.comments = comments
+        """The comment policy: dead letters keep their bytes with comments as it says."""
         self.next_seq = 1
         self._conn: sqlite3.Connection | None = None
         self._lock_file: IO[bytes] | None = None
@@ -219,6 +226,9 @@ class CommandLog:
         if str(mode).lower() != "wal":
             raise StorageError(self.path, f"cannot switch the database to WAL mode (got {mode})")
         conn.execute("PRAGMA synchronous=FULL")
+        # Deleted rows are overwritten with zeros, not left in free pages: an erased
+        # customer's bytes must not outlive the erasure (see ``erase``).
+        conn.execute("PRAGMA secure_delete=ON")
 
     def _prepare_schema(self, created_at: float) -> None:
         """Create the tables (one transaction) and check version and configuration."""
@@ -359,7 +369,7 @@ class CommandLog:
                  index: int | None) -> DeadLetter:
         """A ``dead_letters`` row keeping the first ``dead_letter_max_bytes`` of
         ``payload`` with the size and digest of all of it."""
-        kept = keep(payload, self.dead_letter_max_bytes)
+        kept = keep(payload, self.dead_letter_max_bytes, self.comments)
         return (received_at, kind, event_id, field, reason, kept.head, kept.size,
                 kept.sha256, index)
 
@@ -373,6 +383,47 @@ class CommandLog:
     def _insert_records(conn: sqlite3.Connection, records: Sequence[Record]) -> None:
         conn.executemany(_INSERT_CHANGE, [row for kind, row in records if kind == "change"])
         conn.executemany(_INSERT_FOLLOWUP, [row for kind, row in records if kind == "followup"])
+
+    # -- erasure -------------------------------------------------------------------------
+
+    def erase(self, needles: Sequence[bytes], followups: Sequence[tuple[Any, ...]],
+              audit: tuple[str, str, str, str]) -> int:
+        """In one transaction: delete the dead letters whose kept bytes hold any of
+        ``needles`` (the customer id as it may be written), replace the stored
+        follow-ups with their scrubbed ``followups`` rows, and add the ``audit`` row
+        (digest, by, at, removed as JSON). Returns the dead letters deleted.
+
+        The log rows and snapshots holding the customer go with the snapshot the runner
+        writes next; :meth:`compact` then leaves no copy in free pages or the WAL."""
+        deleted = 0
+        with self.transaction() as conn:
+            for needle in needles:
+                deleted += conn.execute(
+                    "DELETE FROM dead_letters WHERE instr(payload, ?) > 0 "
+                    "OR instr(CAST(event_id AS BLOB), ?) > 0", (needle, needle)).rowcount
+            conn.executemany("INSERT OR REPLACE INTO followups (id, created_at, record) "
+                             "VALUES (?, ?, ?)", followups)
+            conn.execute("INSERT INTO erasures (digest, by, at, removed) VALUES (?, ?, ?, ?)",
+                         audit)
+        return deleted
+
+    def compact(self) -> None:
+        """Rewrite the database without free pages (``VACUUM``) and empty the WAL into it
+        (``wal_checkpoint(TRUNCATE)``): nothing deleted survives in either file."""
+        conn = self.connection
+        try:
+            conn.execute("VACUUM")
+            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error as exc:
+            raise StorageError(self.path, explain(exc)) from exc
+        if busy:
+            raise StorageError(self.path, "the WAL could not be checkpointed (busy)")
+
+    def erasures(self) -> list[tuple[str, str, str, str]]:
+        """The audit trail, oldest first: digest, by, at, removed (JSON)."""
+        rows = self.connection.execute(
+            "SELECT digest, by, at, removed FROM erasures ORDER BY id").fetchall()
+        return [(str(d), str(b), str(a), str(r)) for d, b, a, r in rows]
 
     def dead_letters(self, limit: int, offset: int) -> list[tuple[Any, ...]]:
         """Newest first: received_at, kind, field, reason, kept payload, size, sha256,

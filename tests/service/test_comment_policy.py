@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 from service_support import CONFIG, WRITE, auth, event
@@ -105,10 +104,6 @@ async def test_with_keep_the_scan_finds_the_comments(tmp_path: Path) -> None:
         assert EMAIL in _scan(data_dir, [EMAIL])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the embedded runner keeps dead letters with streams.deadletters.keep(payload, "
-    "max_bytes) without the decoder's policy: pass comments=self._decoder.comments "
-    "(issue 21); remove this mark then"))
 async def test_with_redact_dead_letters_keep_no_e_mail(tmp_path: Path) -> None:
     async with _service(tmp_path, "redact") as (client, _, data_dir):
         await _post(client, [event(100, comment=_comment(100))])  # moves the watermark on
