@@ -66,7 +66,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scipy import stats as sps  # noqa: E402
 
-from streams.detection import DetectionConfig, Detector, DropRule  # noqa: E402
+from streams.detection import DetectionConfig, Detector, DropRule, sequential  # noqa: E402
 from streams.engine.config import EngineConfig  # noqa: E402
 from streams.engine.engine import Engine  # noqa: E402
 from streams.engine.metrics import BOTTOM, HIST, NCOLS, SUM, SUMSQ, TOP, N  # noqa: E402
@@ -399,7 +399,9 @@ def timing(n_series: int, evaluations: int, seed: int) -> tuple[float, float]:
     """Milliseconds per ``evaluate`` of the current and the sequential CSAT drop rule over
     ``n_series`` series (30 channels x segments, 14 days of hourly and 3 hours of minute
     buckets, every series answering), the first evaluation of an hour (nothing memoized)
-    and the next ones."""
+    and the next ones (median), for the sequential rule also with the plain scan as first
+    written (no memo: every bucket summed and every segment computed at each evaluation,
+    ``tests/streams/detection/reference_sequential.py``), the before figure."""
     rng = np.random.default_rng(seed)
     series = SeriesRegistry()
     series.id(((), (), "csat"))
@@ -423,18 +425,32 @@ def timing(n_series: int, evaluations: int, seed: int) -> tuple[float, float]:
         engine.set_bucket("60s", m, table)
     engine.set_merged(watermark=now, folded={}, counters={}, pulses={}, journeys=[])
     out = []
-    for det in ("current", "sequential"):
-        detector = Detector(make_rule(det, "csat"))
-        started = time.perf_counter()
-        detector.evaluate(engine, now)
-        first = time.perf_counter() - started
-        started = time.perf_counter()
-        for i in range(evaluations):
-            detector.evaluate(engine, now + i)
-        out.append((first, (time.perf_counter() - started) / evaluations))
+    for det in ("current", "sequential", "plain"):
+        detector = Detector(make_rule("current" if det == "current" else "sequential",
+                                      "csat"))
+        if det == "plain":  # the scan as first written: no memo, every segment each time
+            from tests.streams.detection.reference_sequential import reference_scan
+
+            saved = sequential.scan
+            sequential.scan = lambda e, r, n, s, b: reference_scan(e, r, n, s,
+                                                                   sequential.Buckets(e))
+        try:
+            started = time.perf_counter()
+            detector.evaluate(engine, now)
+            first = time.perf_counter() - started
+            each = []
+            for i in range(evaluations):
+                started = time.perf_counter()
+                detector.evaluate(engine, now + i)
+                each.append(time.perf_counter() - started)
+            out.append((first, float(np.median(each))))
+        finally:
+            if det == "plain":
+                sequential.scan = saved
     print(f"evaluate() with {len(series):,} series: current {out[0][1] * 1e3:.1f} ms; "
           f"sequential {out[1][1] * 1e3:.1f} ms ({out[1][0] * 1e3:.1f} ms at the first "
-          f"evaluation of an hour)")
+          f"evaluation of an hour); sequential with the plain scan as first written "
+          f"{out[2][1] * 1e3:.1f} ms ({out[2][0] * 1e3:.1f} ms)")
     return out[1]
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Final
 
@@ -65,8 +65,10 @@ class Detector:
         self.changes: Counter[str] = Counter()
         """State changes by new state since this process started (for a metrics counter)."""
         self._drift: dict[str, _DriftState] = {}
-        self._closed_hours: dict[tuple[int, str, int, int, int, int], FloatArray] = {}
+        self._closed_hours: dict[sequential.MemoKey, FloatArray] = {}
         """Sequential rules: sums of hourly buckets no event can change any more."""
+        self._closed_parts: dict[Hashable, sequential.Hours] = {}
+        """Sequential rules: what their scans derive from those hours alone."""
 
     def due(self, now: int, every: int = 60) -> bool:
         """Whether event time ``now`` entered a new ``every``-second slot since the last
@@ -124,7 +126,7 @@ class Detector:
     def _scans(self, engine: Engine, now: int) -> dict[str, sequential.Scan]:
         """The sequential rules' statistics (their thresholds need every rule's count of
         distinct series, ``DetectionConfig.false_pages_per_week``)."""
-        buckets = sequential.Buckets(engine, self._closed_hours)
+        buckets = sequential.Buckets(engine, self._closed_hours, self._closed_parts)
         return {rule.name: sequential.scan(engine, rule, now, select_series(engine, rule),
                                            buckets)
                 for rule in self.config.drops if rule.test == "sequential"}
@@ -132,17 +134,38 @@ class Detector:
     def _sequential(self, engine: Engine, rule: DropRule, now: int, dense: Dense,
                     found: sequential.Scan, distinct: int) -> dict[SeriesKey, Outcome]:
         """Outcomes of a sequential drop rule; the evidence carries the window comparison
-        (the last hour against the baseline) for people to read, and the CUSUM."""
+        (the last hour against the baseline) for people to read, and the CUSUM.
+
+        Only a series that holds or has an active alert gets an outcome: the others
+        would neither open nor change an alert, and their evidence would be computed
+        for nothing (1,000 series: most of an evaluation's time).
+        """
+        decided = sequential.decided(found, distinct, self.config.false_pages_per_week)
+        keys = engine.series.keys
+        wanted = decided.holds
+        active = {k: a for k, a in self.alerts.active.items() if a.rule == rule.name}
+        if active:
+            where = {sid: i for i, sid in enumerate(found.sids)}
+            for skey, alert in active.items():
+                # the alert's series: its scope is the series' dimensions in order
+                sid = engine.series.get((tuple(alert.scope), tuple(alert.scope.values()),
+                                         alert.metric))
+                if sid is None or book_key_of(rule.name, keys[sid]) != skey:
+                    sid = next((s for s in found.sids
+                                if book_key_of(rule.name, keys[s]) == skey), None)
+                if sid is not None and sid in where:
+                    wanted[where[sid]] = True
+        picked = [(found.sids[i], seq) for i in np.flatnonzero(wanted).tolist()
+                  if (seq := decided.at(i)) is not None]
+        out: dict[SeriesKey, Outcome] = {}
+        if not picked:
+            return out
         wspan = window_span(engine, rule.name, rule.window, now)
         bspan = baseline_span(engine, rule, wspan, now)
         window, base = dense(wspan), dense(bspan)
-        out: dict[SeriesKey, Outcome] = {}
-        decided = sequential.decide(found, distinct, self.config.false_pages_per_week)
-        for sid, seq in zip(found.sids, decided, strict=True):
-            if seq is None:
-                continue
+        for sid, seq in picked:
             c = compare(rule.metric, window[sid], base[sid])
-            out[engine.series.keys[sid]] = (seq.holds, Evidence(
+            out[keys[sid]] = (seq.holds, Evidence(
                 "sequential_llr", c.window_n, c.window_score, wspan.start, wspan.end,
                 c.baseline_n, c.baseline_score, bspan.start, bspan.end, c.effect,
                 c.statistic, c.dof, c.p, llr=seq.llr, threshold=seq.threshold,

@@ -37,6 +37,8 @@ restart and a replay compute the same value, with no state of its own):
 from __future__ import annotations
 
 import math
+import weakref
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,6 +51,8 @@ from streams.engine.metrics import BOTTOM, SUM, SUMSQ, TOP, FloatArray, N
 HOUR, MINUTE, DAY, WEEK = 3600, 60, 86_400, 604_800
 _COLS = (N, SUM, SUMSQ, TOP, BOTTOM)
 _N, _SUM, _SUMSQ, _TOP, _BOTTOM = range(5)
+_LLR_COLS = (_N, _SUM, _TOP, _BOTTOM)  # what the LLR coefficients multiply
+MemoKey = tuple[int, str, int, int, int, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,32 +94,51 @@ class Buckets:
     that arrives after its bucket closed (up to the lateness horizon) is counted in the
     bucket's ``late`` counter, so the memo is keyed by the late answers in its range:
     a late answer makes the next evaluation sum those buckets again.
+
+    ``parts``, also kept by the detector, memoizes what ``scan`` derives from closed
+    hours alone (the baseline's coefficients and every hourly segment's sums), under
+    the same keys: it is as exact as ``closed``, and recomputed when they change.
     """
 
     def __init__(self, engine: Engine,
-                 closed: dict[tuple[int, str, int, int, int, int], FloatArray] | None = None
-                 ) -> None:
+                 closed: dict[tuple[int, str, int, int, int, int], FloatArray] | None = None,
+                 parts: dict[Hashable, Hours] | None = None) -> None:
         self.engine = engine
         self.n_series = len(engine.series)
         self._cache: dict[tuple[str, int, int], FloatArray] = {}
+        self._keys: dict[tuple[str, int, int], MemoKey | None] = {}
         self._closed = closed if engine.config.allowed_lateness <= HOUR else None
+        self.parts = parts if self._closed is not None else None
+
+    def closed_key(self, granularity: str, first: int, last: int) -> MemoKey | None:
+        """The memo key of buckets ``first..last`` when they are closed, else None."""
+        key = (granularity, first, last)
+        if key in self._keys:
+            return self._keys[key]
+        watermark = self.engine.watermark
+        found: MemoKey | None = None
+        if (self._closed is not None and granularity == "3600s" and watermark is not None
+                and last <= watermark // HOUR - 2):
+            found = (id(self.engine), granularity, first, last, self.n_series,
+                     self._late_answers(granularity, first, last))
+        self._keys[key] = found
+        return found
 
     def __call__(self, granularity: str, first: int, last: int) -> FloatArray:
         key = (granularity, first, last)
         found = self._cache.get(key)
-        watermark = self.engine.watermark
-        if (found is None and self._closed is not None and granularity == "3600s"
-                and watermark is not None and last <= watermark // HOUR - 2):
-            memo_key = (id(self.engine), granularity, first, last, self.n_series,
-                        self._late_answers(granularity, first, last))
+        if found is not None:
+            return found
+        memo_key = self.closed_key(granularity, first, last)
+        if memo_key is not None and self._closed is not None:
             found = self._closed.get(memo_key)
             if found is None:
                 if len(self._closed) > 8:
                     self._closed.clear()
                 found = self._closed[memo_key] = self._sum(granularity, first, last)
-            self._cache[key] = found
         if found is None:
-            found = self._cache[key] = self._sum(granularity, first, last)
+            found = self._sum(granularity, first, last)
+        self._cache[key] = found
         return found
 
     def _late_answers(self, granularity: str, first: int, last: int) -> int:
@@ -182,24 +205,70 @@ def _classes(buckets: np.ndarray, per_hour: int, cycle: bool) -> np.ndarray:
     return out
 
 
-def scan(engine: Engine, rule: DropRule, now: int, sids: list[int], buckets: Buckets) -> Scan:
-    """The sequential statistics of ``rule``'s series ``sids`` at ``now``."""
-    lay = layout(engine, rule, now)
-    cycle = rule.cycle == "hour_of_day"
-    n_cls = 24 if cycle else 1
-    ix = np.asarray(sids, dtype=np.int64)
-    base = buckets("3600s", lay.base_first, lay.base_last)[:, ix]  # (Kb, S, 5)
-    mon = np.concatenate([buckets("3600s", lay.hour_first, lay.hour_last)[:, ix],
-                          buckets("60s", lay.minute_first, lay.minute_last)[:, ix]])
-    hour_ids = np.arange(lay.hour_first, lay.hour_last + 1)
-    minute_ids = np.arange(lay.minute_first, lay.minute_last + 1)
-    starts = np.concatenate([hour_ids * HOUR, minute_ids * MINUTE])
-    mon_cls = np.concatenate([_classes(hour_ids, 1, cycle), _classes(minute_ids, 60, cycle)])
-    base_cls = _classes(np.arange(lay.base_first, lay.base_last + 1), 1, cycle)
-    n_series = len(sids)
+def _suffix(x: FloatArray) -> FloatArray:
+    """Sums from each index to the end along the last axis (a reversed running sum)."""
+    out: FloatArray = np.cumsum(x[..., ::-1], -1)[..., ::-1]
+    return out
+
+
+def _llr(sums: FloatArray, coef: FloatArray, used: tuple[int, ...],
+         runs: list[tuple[int, int, int]]) -> FloatArray:
+    """(S, G, K) LLR of the segments k..last of buckets ``sums`` (K, S, 5); ``runs``
+    (first, stop, class) gives each run of consecutive buckets of one class.
+
+    Within a run the coefficients are constant, so a segment's LLR is the coefficients
+    times its column sums (running sums from the end, over (S, K) columns), plus the
+    LLR of the segment after the run: no (S, G, K) running sum.
+    """
+    k, n_series = sums.shape[:2]
+    out: FloatArray = np.zeros((n_series, coef.shape[2], k))
+    cols = {j: _suffix(np.ascontiguousarray(sums[:, :, _LLR_COLS[j]].T)) for j in used}
+    for first, stop, cls in reversed(runs):
+        part = out[:, :, first:stop]
+        for j in used:
+            col = cols[j][:, None, first:stop]
+            if stop < k:
+                col = col - cols[j][:, None, stop:stop + 1]
+            part += col * coef[cls, :, :, j, None]
+        if stop < k:
+            part += out[:, :, stop:stop + 1]
+    return out
+
+
+def _runs(cls: np.ndarray) -> list[tuple[int, int, int]]:
+    """(first, stop, class) of each run of equal classes in ``cls``."""
+    edges = [0, *(np.flatnonzero(np.diff(cls)) + 1).tolist(), len(cls)]
+    return [(a, b, int(cls[a])) for a, b in zip(edges[:-1], edges[1:], strict=True)
+            if b > a]
+
+
+@dataclass(slots=True)
+class Hours:
+    """What a rule's closed hours give at one hour: the baseline (its LLR coefficients
+    per class of hour) and every segment k..last of the monitored hourly buckets
+    (arrays with k on the last axis); fixed until the hour changes or a late answer
+    reaches these hours (``Buckets.parts``)."""
+
+    engine: weakref.ref[Engine]
+    coef: FloatArray  # (C, S, G, 4) coefficients of n, sum, top, bottom
+    used: tuple[int, ...]  # the coefficient columns not all zero
+    eff: FloatArray  # (C, S) the baseline's effective answers per class
+    sigma: FloatArray  # (S,)
+    base_n: FloatArray  # (S,)
+    llr: FloatArray  # (S, G, Kh) LLR of hours k..last
+    n: FloatArray  # (S, Kh) answers in hours k..last
+    q: FloatArray  # (S, Kh) sum_h n_kh^2 / m_h over hours k..last
+    cross: FloatArray  # (J, S, Kh) answers of hours k..last in minute class j / m_j
+    pooled: FloatArray  # (all series, 5) sums over baseline and monitored hours
+    scratch: FloatArray  # (S, G, Kh) reused by each evaluation's statistic
+
+
+def _baseline(rule: DropRule, base: FloatArray, base_cls: np.ndarray, n_cls: int
+              ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """LLR coefficients (C, S, G, 4), effective answers (C, S), sigma and n (S,)."""
+    n_series = base.shape[1]
     by_cls = np.stack([base[base_cls == h].sum(0) for h in range(n_cls)])
     pooled = base.sum(0)  # (S, 5)
-    mon_total = mon.sum(0)
     base_n = pooled[:, _N]
     kappa = rule.cycle_prior + 1.0
     n_c = by_cls[..., _N]  # (C, S)
@@ -234,40 +303,122 @@ def scan(engine: Engine, rule: DropRule, now: int, sids: list[int], buckets: Buc
             k = shifts / sigma[:, None]  # (S, G): delta/sigma^2 in the metric's units
             a = k * mu0 - (shifts**2 / 2.0)
             b = -k + zeros
-    n = np.ascontiguousarray(mon[..., _N].T)  # (S, K)
-    # (S, K, G): each bucket's sums times its hour's coefficients, in one contraction
     coef = np.nan_to_num(np.stack([a, b, c, d], -1), nan=0.0, posinf=0.0, neginf=0.0)
-    sums = mon[..., [_N, _SUM, _TOP, _BOTTOM]]  # (K, S, 4)
-    llr = np.einsum("ksj,ksgj->skg", sums, coef[mon_cls], optimize=True)
-    seg_llr = np.flip(np.cumsum(np.flip(llr, 1), 1), 1)  # (S, K, G) from bucket k to now
-    seg_n = np.flip(np.cumsum(np.flip(n, 1), 1), 1)  # (S, K)
-    q = np.zeros_like(seg_n)
-    for h in range(n_cls):
-        here = np.where(mon_cls == h, n, 0.0)
-        if here.any():
-            q += np.flip(np.cumsum(np.flip(here, 1), 1), 1) ** 2 / eff[h][:, None]
+    return coef, eff, np.asarray(sigma, dtype=np.float64), base_n
+
+
+def _hours(engine: Engine, rule: DropRule, lay: Layout, ix: np.ndarray,
+           buckets: Buckets, minute_cls: list[int]) -> Hours:
+    """The closed hours' part of ``scan`` (see ``Hours``)."""
+    cycle = rule.cycle == "hour_of_day"
+    n_cls = 24 if cycle else 1
+    base_all = buckets("3600s", lay.base_first, lay.base_last)
+    hours_all = buckets("3600s", lay.hour_first, lay.hour_last)
+    base, hours = base_all[:, ix], hours_all[:, ix]  # (Kb, S, 5), (Kh, S, 5)
+    base_cls = _classes(np.arange(lay.base_first, lay.base_last + 1), 1, cycle)
+    coef, eff, sigma, base_n = _baseline(rule, base, base_cls, n_cls)
+    used = tuple(j for j in range(4) if coef[..., j].any())
+    hour_cls = _classes(np.arange(lay.hour_first, lay.hour_last + 1), 1, cycle)
+    n = np.ascontiguousarray(hours[..., _N].T)  # (S, Kh)
+    # Q over hours k..last, telescoped: adding hour k (class h) to the segment raises
+    # the class's answers from A to A + n_k, so Q by ((A + n_k)^2 - A^2) / m_h. Hours k
+    # and k + 24 share their class (hour_cls is the hour's id mod 24), so A + n_k, the
+    # class's answers from k on, is a running sum over an (S, rows, period) reshape.
+    period = 24 if cycle else 1
+    n_series, kh = n.shape
+    padded = np.concatenate([n, np.zeros((n_series, (-kh) % period))], 1)
+    own = _suffix(padded.reshape(n_series, -1, period).transpose(0, 2, 1))
+    own = own.transpose(0, 2, 1).reshape(n_series, -1)[:, :kh]  # class of k, from k on
+    q = _suffix((own**2 - (own - n) ** 2) / eff[hour_cls].T)
+    cross = np.stack([_suffix(np.where(hour_cls == h, n, 0.0)) / eff[h][:, None]
+                      for h in minute_cls])
+    pooled = base_all.sum(0) + hours_all.sum(0)
+    llr = _llr(hours, coef, used, _runs(hour_cls))
+    return Hours(weakref.ref(engine), coef, used, eff, sigma, base_n,
+                 llr, _suffix(n), q, cross, pooled, np.empty_like(llr))
+
+
+def _shrunk(llr: FloatArray, n: FloatArray, q: FloatArray,
+            out: FloatArray | None = None) -> FloatArray:
+    """``L / (1 + Q/n)`` (0 where a segment has no answers); L (S, G, K), n and Q (S, K);
+    into ``out`` when given."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        shrink = np.where(seg_n > 0, 1.0 / (1.0 + q / seg_n), 0.0)
-    stat = seg_llr * shrink[..., None]  # (S, K, G)
-    best = stat.argmax(1)  # (S, G)
-    rows = np.arange(n_series)[:, None]
-    top = np.maximum(stat[rows, best, np.arange(len(shifts))[None, :]], 0.0)
+        shrink = np.where(n > 0, 1.0 / (1.0 + q / n), 0.0)
+    found: FloatArray = np.multiply(llr, shrink[:, None, :], out=out)
+    return found
+
+
+def scan(engine: Engine, rule: DropRule, now: int, sids: list[int], buckets: Buckets) -> Scan:
+    """The sequential statistics of ``rule``'s series ``sids`` at ``now``.
+
+    The closed hours' part (``Hours``) is memoized in ``buckets.parts`` while it cannot
+    change; each evaluation adds the minutes of the last two hours: a segment starting
+    at hour k has the hours' LLR and answers plus all the minutes', and
+    ``Q = Q_hours + 2 sum_j A_j R_j / m_j + Q_minutes`` (A_j, R_j: the hours' and the
+    minutes' answers in class j), the square of the per-class sums expanded.
+    """
+    lay = layout(engine, rule, now)
+    cycle = rule.cycle == "hour_of_day"
+    ix = np.asarray(sids, dtype=np.int64)
+    h_now = now // HOUR
+    minute_cls = [(h_now - 1) % 24, h_now % 24] if cycle else [0]
+    hours = _cached_hours(engine, rule, lay, ix, buckets, minute_cls)
+
+    minutes_all = buckets("60s", lay.minute_first, lay.minute_last)
+    mins = minutes_all[:, ix]  # (Km, S, 5)
+    minute_ids = np.arange(lay.minute_first, lay.minute_last + 1)
+    slot = minute_ids // 60 - (h_now - 1) if cycle else np.zeros(len(minute_ids), np.int64)
+    n_m = np.ascontiguousarray(mins[..., _N].T)  # (S, Km)
+    runs = [(a, b, minute_cls[j]) for a, b, j in _runs(slot)]
+    llr_m = _llr(mins, hours.coef, hours.used, runs)  # (S, G, Km)
+    seg_n_m = _suffix(n_m)
+    per_cls = [_suffix(np.where(slot == j, n_m, 0.0))
+               for j in range(len(minute_cls))]  # R_j from k on
+    q_m = np.zeros_like(seg_n_m)
+    for j, r in enumerate(per_cls):
+        q_m += r**2 / hours.eff[minute_cls[j]][:, None]
+    cross = np.zeros_like(hours.q)
+    for j, r in enumerate(per_cls):
+        cross += hours.cross[j] * r[:, :1]
+    n_h = hours.n + seg_n_m[:, :1]
+    stat_h = np.add(hours.llr, llr_m[..., :1], out=hours.scratch)  # (S, G, Kh)
+    stat_h = _shrunk(stat_h, n_h, hours.q + 2.0 * cross + q_m[:, :1], out=stat_h)
+    stat_m = _shrunk(llr_m, seg_n_m, q_m)  # (S, G, Km)
+
+    best_h, best_m = stat_h.argmax(-1), stat_m.argmax(-1)  # (S, G)
+    val_h = np.take_along_axis(stat_h, best_h[..., None], -1)[..., 0]
+    val_m = np.take_along_axis(stat_m, best_m[..., None], -1)[..., 0]
+    minute = val_m > val_h  # the first maximum in time order, as one argmax over both
+    rows = np.arange(len(sids))[:, None]
+    seg_n = np.where(minute, seg_n_m[rows, best_m], n_h[rows, best_h])
+    start = np.where(minute, (lay.minute_first + best_m) * MINUTE,
+                     (lay.hour_first + best_h) * HOUR)
+    top = np.maximum(np.where(minute, val_m, val_h), 0.0)
     base_seconds = (lay.base_last - lay.base_first + 1) * HOUR
     mon_seconds = (lay.hour_last - lay.hour_first + 1) * HOUR + (now % HOUR) + HOUR
-    volume = np.maximum(base_n / base_seconds, mon_total[:, _N] / mon_seconds)
-    repeated = np.array(copies(engine, sids, pooled_full(buckets, lay, engine), ),
-                        dtype=bool) if sids else np.zeros(0, dtype=bool)
-    tested = (base_n > 0) & ~repeated
-    return Scan(rule, sids, top, starts[best].astype(np.float64), seg_n[rows, best],
-                base_n, np.asarray(sigma, dtype=np.float64), volume, tested)
+    volume = np.maximum(hours.base_n / base_seconds, n_h[:, 0] / mon_seconds)
+    pooled = hours.pooled + minutes_all.sum(0)
+    repeated = (np.array(copies(engine, sids, pooled), dtype=bool) if sids
+                else np.zeros(0, dtype=bool))
+    tested = (hours.base_n > 0) & ~repeated
+    return Scan(rule, sids, top, start.astype(np.float64), seg_n, hours.base_n,
+                hours.sigma, volume, tested)
 
 
-def pooled_full(buckets: Buckets, lay: Layout, engine: Engine) -> FloatArray:
-    """Every series' sums over the baseline and the horizon (to find copies)."""
-    del engine
-    out: FloatArray = (buckets("3600s", lay.base_first, lay.hour_last).sum(0)
-                       + buckets("60s", lay.minute_first, lay.minute_last).sum(0))
-    return out
+def _cached_hours(engine: Engine, rule: DropRule, lay: Layout, ix: np.ndarray,
+                  buckets: Buckets, minute_cls: list[int]) -> Hours:
+    parts = buckets.parts
+    base_key = buckets.closed_key("3600s", lay.base_first, lay.base_last)
+    hour_key = buckets.closed_key("3600s", lay.hour_first, lay.hour_last)
+    if parts is None or base_key is None or hour_key is None:
+        return _hours(engine, rule, lay, ix, buckets, minute_cls)
+    key = (rule, ix.tobytes(), tuple(minute_cls), base_key, hour_key)
+    found = parts.get(key)
+    if found is None or found.engine() is not engine:
+        if len(parts) > 16:
+            parts.clear()
+        found = parts[key] = _hours(engine, rule, lay, ix, buckets, minute_cls)
+    return found
 
 
 def thresholds(shifts: FloatArray, answers: FloatArray) -> FloatArray:
@@ -288,27 +439,51 @@ def series_days(rule: DropRule, distinct: int, per_week: float) -> float:
     return max(rule.false_page_days, 7.0 * max(distinct, 1) / per_week)
 
 
-def decide(found: Scan, distinct: int, per_week: float) -> list[Sequential | None]:
-    """Each scanned series' evidence against its threshold (None: not tested)."""
+@dataclass(slots=True)
+class Decided:
+    """A rule's scanned series against their thresholds, as arrays (``at`` gives one
+    series' ``Sequential``, built only for the series that need it)."""
+
+    found: Scan
+    threshold: FloatArray  # (S, G)
+    pick: np.ndarray  # (S,) the shift closest to (or furthest past) its threshold
+    days: float
+
+    @property
+    def holds(self) -> np.ndarray:
+        """(S,) bool: tested, and the evidence reached its threshold."""
+        rows = np.arange(len(self.pick))
+        out: np.ndarray = self.found.tested & (self.found.stat[rows, self.pick]
+                                               >= self.threshold[rows, self.pick])
+        return out
+
+    def at(self, i: int) -> Sequential | None:
+        """Series ``i``'s evidence (None: not tested)."""
+        found = self.found
+        if not found.tested[i]:
+            return None
+        g = int(self.pick[i])
+        return Sequential(
+            float(found.stat[i, g]), float(self.threshold[i, g]),
+            float(found.rule.shifts[g]) * float(found.sigma[i]), int(found.start[i, g]),
+            int(found.seg_n[i, g]), int(found.base_n[i]), float(found.volume[i]) * HOUR,
+            self.days)
+
+
+def decided(found: Scan, distinct: int, per_week: float) -> Decided:
+    """``found``'s thresholds from the budget, and each series' closest shift."""
     rule = found.rule
     days = series_days(rule, distinct, per_week)
     shifts = np.asarray(rule.shifts)
     answers = (days * DAY * found.volume)[:, None] * len(shifts)
     h = thresholds(shifts[None, :], answers)  # (S, G)
-    ratio = found.stat / h
-    pick = ratio.argmax(1)
-    out: list[Sequential | None] = []
-    for i, ok in enumerate(found.tested.tolist()):
-        if not ok:
-            out.append(None)
-            continue
-        g = int(pick[i])
-        unit = float(found.sigma[i])
-        out.append(Sequential(
-            float(found.stat[i, g]), float(h[i, g]), float(shifts[g]) * unit,
-            int(found.start[i, g]), int(found.seg_n[i, g]), int(found.base_n[i]),
-            float(found.volume[i]) * HOUR, days))
-    return out
+    return Decided(found, h, (found.stat / h).argmax(1), days)
+
+
+def decide(found: Scan, distinct: int, per_week: float) -> list[Sequential | None]:
+    """Each scanned series' evidence against its threshold (None: not tested)."""
+    out = decided(found, distinct, per_week)
+    return [out.at(i) for i in range(len(found.sids))]
 
 
 def time_to_decision(ev: Sequential) -> float | None:

@@ -8,15 +8,17 @@ once per evaluation and shares the sums between rules.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import combinations
 
 import numpy as np
 
 from streams.detection.rules import AlertRule, DropRule, Window
+from streams.engine.buckets import IntArray
 from streams.engine.config import CalendarUnit
 from streams.engine.engine import Engine
 from streams.engine.metrics import FloatArray
-from streams.engine.store import Granularity
+from streams.engine.store import Granularity, SeriesKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,20 +121,31 @@ def copies(engine: Engine, sids: list[int], *aggregates: FloatArray) -> list[boo
     the multiple-testing family and alerts only through the coarsest scope.
     """
     keys = engine.series.keys
-    index = {keys[sid]: sid for sid in sids}
-    out: list[bool] = []
-    for sid in sids:
-        dims, values, metric = keys[sid]
-        found = False
+    child, parent = _ancestors(tuple(keys[sid] for sid in sids))
+    out = np.zeros(len(sids), dtype=bool)
+    if len(child):
+        ids = np.asarray(sids, dtype=np.int64)
+        same = np.ones(len(child), dtype=bool)
+        for a in aggregates:
+            rows = a.reshape(a.shape[0], -1)
+            same &= (rows[ids[child]] == rows[ids[parent]]).all(1)
+        out[child[same]] = True
+    return out.tolist()
+
+
+@lru_cache(maxsize=64)
+def _ancestors(keys: tuple[SeriesKey, ...]) -> tuple[IntArray, IntArray]:
+    """Every (position, ancestor's position) pair among ``keys``: an ancestor has the
+    same metric and values on a proper subset of the dimensions."""
+    index = {key: i for i, key in enumerate(keys)}
+    child: list[int] = []
+    parent: list[int] = []
+    for i, (dims, values, metric) in enumerate(keys):
         for size in range(len(dims)):
             for picked in combinations(range(len(dims)), size):
-                parent = index.get((tuple(dims[i] for i in picked),
-                                    tuple(values[i] for i in picked), metric))
-                if parent is not None and all(np.array_equal(a[sid], a[parent])
-                                              for a in aggregates):
-                    found = True
-                    break
-            if found:
-                break
-        out.append(found)
-    return out
+                found = index.get((tuple(dims[j] for j in picked),
+                                   tuple(values[j] for j in picked), metric))
+                if found is not None:
+                    child.append(i)
+                    parent.append(found)
+    return np.asarray(child, dtype=np.int64), np.asarray(parent, dtype=np.int64)

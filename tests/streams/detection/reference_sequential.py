@@ -1,0 +1,111 @@
+"""The sequential scan as first written (commit 26a9315): every bucket summed and every
+segment's statistic computed at each evaluation, with no memo. Kept as the reference
+the memoized ``streams.detection.sequential.scan`` must agree with."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from streams.detection.rules import SHARES, DropRule
+from streams.detection.sequential import HOUR, MINUTE, Buckets, Layout, Scan, layout
+from streams.detection.spans import copies
+from streams.engine.engine import Engine
+from streams.engine.metrics import FloatArray
+
+_N, _SUM, _SUMSQ, _TOP, _BOTTOM = range(5)
+
+
+def _classes(buckets: np.ndarray, per_hour: int, cycle: bool) -> np.ndarray:
+    if not cycle:
+        return np.zeros(len(buckets), dtype=np.int64)
+    out: np.ndarray = (buckets // per_hour) % 24
+    return out
+
+
+def reference_scan(engine: Engine, rule: DropRule, now: int, sids: list[int],
+                   buckets: Buckets) -> Scan:
+    """The sequential statistics of ``rule``'s series ``sids`` at ``now``."""
+    lay = layout(engine, rule, now)
+    cycle = rule.cycle == "hour_of_day"
+    n_cls = 24 if cycle else 1
+    ix = np.asarray(sids, dtype=np.int64)
+    base = buckets("3600s", lay.base_first, lay.base_last)[:, ix]  # (Kb, S, 5)
+    mon = np.concatenate([buckets("3600s", lay.hour_first, lay.hour_last)[:, ix],
+                          buckets("60s", lay.minute_first, lay.minute_last)[:, ix]])
+    hour_ids = np.arange(lay.hour_first, lay.hour_last + 1)
+    minute_ids = np.arange(lay.minute_first, lay.minute_last + 1)
+    starts = np.concatenate([hour_ids * HOUR, minute_ids * MINUTE])
+    mon_cls = np.concatenate([_classes(hour_ids, 1, cycle), _classes(minute_ids, 60, cycle)])
+    base_cls = _classes(np.arange(lay.base_first, lay.base_last + 1), 1, cycle)
+    n_series = len(sids)
+    by_cls = np.stack([base[base_cls == h].sum(0) for h in range(n_cls)])
+    pooled = base.sum(0)  # (S, 5)
+    mon_total = mon.sum(0)
+    base_n = pooled[:, _N]
+    kappa = rule.cycle_prior + 1.0
+    n_c = by_cls[..., _N]  # (C, S)
+    eff = n_c + kappa  # the hour's effective baseline answers
+    shifts = np.asarray(rule.shifts)  # (G,)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # coefficients (C, S, G) of the LLR: llr = a*n + b*sum + c*top + d*bottom
+        zeros = np.zeros((n_cls, n_series, len(shifts)))
+        a, b, c, d = zeros.copy(), zeros.copy(), zeros.copy(), zeros.copy()
+        if rule.metric in SHARES:
+            p_pool = (pooled[:, _TOP] + 0.5) / (base_n + 1.0)
+            p0 = np.clip((by_cls[..., _TOP] + kappa * p_pool) / eff, 0.005, 0.995)[..., None]
+            sigma = np.sqrt(p_pool * (1 - p_pool))
+            p1 = np.maximum(p0 - shifts * sigma[:, None], 0.1 * p0)
+            c = np.log(p1 / p0) - np.log((1 - p1) / (1 - p0))
+            a = np.log((1 - p1) / (1 - p0)) + zeros
+        elif rule.metric == "nps":
+            pp_pool = (pooled[:, _TOP] + 0.5) / (base_n + 1.0)
+            pd_pool = (pooled[:, _BOTTOM] + 0.5) / (base_n + 1.0)
+            pp0 = np.clip((by_cls[..., _TOP] + kappa * pp_pool) / eff, 0.005, 0.995)[..., None]
+            pd0 = np.clip((by_cls[..., _BOTTOM] + kappa * pd_pool) / eff, 0.005, 0.995)[..., None]
+            sd = np.sqrt(np.maximum(pp_pool + pd_pool - (pp_pool - pd_pool) ** 2, 1e-4))
+            sigma = 100.0 * sd
+            f = np.minimum(shifts * sd[:, None] / 2.0, 0.9 * pp0)
+            c = np.log((pp0 - f) / pp0)
+            d = np.log((pd0 + f) / pd0)
+        else:
+            mean_pool = pooled[:, _SUM] / np.maximum(base_n, 1.0)
+            var = pooled[:, _SUMSQ] / np.maximum(base_n, 1.0) - mean_pool**2
+            sigma = np.sqrt(np.maximum(var, 1e-4 * np.maximum(mean_pool**2, 1.0)))
+            mu0 = ((by_cls[..., _SUM] + kappa * mean_pool) / eff)[..., None]
+            k = shifts / sigma[:, None]  # (S, G): delta/sigma^2 in the metric's units
+            a = k * mu0 - (shifts**2 / 2.0)
+            b = -k + zeros
+    n = np.ascontiguousarray(mon[..., _N].T)  # (S, K)
+    # (S, K, G): each bucket's sums times its hour's coefficients, in one contraction
+    coef = np.nan_to_num(np.stack([a, b, c, d], -1), nan=0.0, posinf=0.0, neginf=0.0)
+    sums = mon[..., [_N, _SUM, _TOP, _BOTTOM]]  # (K, S, 4)
+    llr = np.einsum("ksj,ksgj->skg", sums, coef[mon_cls], optimize=True)
+    seg_llr = np.flip(np.cumsum(np.flip(llr, 1), 1), 1)  # (S, K, G) from bucket k to now
+    seg_n = np.flip(np.cumsum(np.flip(n, 1), 1), 1)  # (S, K)
+    q = np.zeros_like(seg_n)
+    for h in range(n_cls):
+        here = np.where(mon_cls == h, n, 0.0)
+        if here.any():
+            q += np.flip(np.cumsum(np.flip(here, 1), 1), 1) ** 2 / eff[h][:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        shrink = np.where(seg_n > 0, 1.0 / (1.0 + q / seg_n), 0.0)
+    stat = seg_llr * shrink[..., None]  # (S, K, G)
+    best = stat.argmax(1)  # (S, G)
+    rows = np.arange(n_series)[:, None]
+    top = np.maximum(stat[rows, best, np.arange(len(shifts))[None, :]], 0.0)
+    base_seconds = (lay.base_last - lay.base_first + 1) * HOUR
+    mon_seconds = (lay.hour_last - lay.hour_first + 1) * HOUR + (now % HOUR) + HOUR
+    volume = np.maximum(base_n / base_seconds, mon_total[:, _N] / mon_seconds)
+    repeated = np.array(copies(engine, sids, pooled_full(buckets, lay, engine), ),
+                        dtype=bool) if sids else np.zeros(0, dtype=bool)
+    tested = (base_n > 0) & ~repeated
+    return Scan(rule, sids, top, starts[best].astype(np.float64), seg_n[rows, best],
+                base_n, np.asarray(sigma, dtype=np.float64), volume, tested)
+
+
+def pooled_full(buckets: Buckets, lay: Layout, engine: Engine) -> FloatArray:
+    """Every series' sums over the baseline and the horizon (to find copies)."""
+    del engine
+    out: FloatArray = (buckets("3600s", lay.base_first, lay.hour_last).sum(0)
+                       + buckets("60s", lay.minute_first, lay.minute_last).sum(0))
+    return out
