@@ -283,22 +283,6 @@ class Runner(Protocol):
         closed follow-up)."""
         ...
 
-    async def dead_letters(self, limit: int, offset: int) -> list[dict[str, Any]]:
-        """Rejected and late events, newest first, with their reasons: dicts of the
-        dead-letter contract (``streams.deadletters.letter``)."""
-        ...
-
-    async def ready(self) -> tuple[bool, str]:
-        """Whether state is recovered and the backing store/broker reachable, and why not."""
-        ...
-
-
-class Erasing(Protocol):
-    """A runner that erases customers on request (issue 21): the Kafka runner, and the
-    embedded runner once it implements it. Kept apart from :class:`Runner` until both
-    runners have it (then it joins ``Runner``); the API answers 501 on a runner without
-    it."""
-
     async def erase_customer(self, request: ErasureRequest) -> ErasureReport:
         """Erase a customer durably (``DELETE /v1/customers/{id}``): an ``erase`` command
         with ``encode_erase(request)`` as payload, kept in order with the events around it
@@ -310,3 +294,13 @@ class Erasing(Protocol):
         answers alike. Returns the audit record; ``state="erasing"`` when it is durable
         but not yet complete everywhere."""
         ...
+
+    async def dead_letters(self, limit: int, offset: int) -> list[dict[str, Any]]:
+        """Rejected and late events, newest first, with their reasons: dicts of the
+        dead-letter contract (``streams.deadletters.letter``)."""
+        ...
+
+    async def ready(self) -> tuple[bool, str]:
+        """Whether state is recovered and the backing store/broker reachable, and why not."""
+        ...
+

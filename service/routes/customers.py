@@ -10,7 +10,7 @@ from fastapi import APIRouter, HTTPException, Response
 
 from service.deps import EraseKey, IdPath, ReadKey, RunnerDep, SettingsDep
 from service.views import customer_view
-from streams.runner import Erasing, ErasureRequest
+from streams.runner import ErasureRequest
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"])
 audit = logging.getLogger("touchstream.audit")
@@ -32,8 +32,7 @@ async def get_customer(customer_id: IdPath, runner: RunnerDep, _: ReadKey) -> di
     200: {"description": "Erased: the audit record (digest of the id, who, when, what went)"},
     202: {"description": "Erasure durable, not yet complete everywhere (`state`: "
                          "`erasing`): the runner finishes it in order"},
-    403: {"description": "The key lacks the `erase` scope"},
-    501: {"description": "This runner cannot erase"}})
+    403: {"description": "The key lacks the `erase` scope"}})
 async def erase_customer(customer_id: IdPath, runner: RunnerDep, settings: SettingsDep,
                          key: EraseKey, response: Response) -> dict[str, Any]:
     """Erase a customer's data on request (GDPR Art. 17): their history and baseline,
@@ -45,10 +44,7 @@ async def erase_customer(customer_id: IdPath, runner: RunnerDep, settings: Setti
     logged (logger `touchstream.audit`): `digest` names the customer (HMAC-SHA256 under
     `TOUCHSTREAM_ERASURE_KEY`), never the id; `by` is the key's name, `at` when."""
     request = ErasureRequest.new(customer_id, key.name, settings.erasure_secret())
-    if not hasattr(runner, "erase_customer"):
-        raise HTTPException(501, detail="this runner cannot erase customers yet")
-    eraser: Erasing = runner  # type: ignore[assignment]
-    report = await eraser.erase_customer(request)
+    report = await runner.erase_customer(request)
     record: dict[str, Any] = report.to_dict()
     audit.info("erasure %s", json.dumps(record, sort_keys=True))
     if report.state == "erasing":
