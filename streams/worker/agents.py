@@ -89,12 +89,13 @@ class Output:
         return int(metadata.offset)
 
 
-def erasures(records: Sequence[Any], since: int) -> list[ErasureRequest]:
-    """The erasures among a batch's control records before offset ``since`` (those the
-    partition applied; one that could not apply is a dead letter, not an erasure)."""
+def erasures(records: Sequence[Any], start: int, end: int) -> list[ErasureRequest]:
+    """The erasures among a batch's control records at offsets ``[start, end)`` (those
+    the partition applied now: earlier ones are redeliveries, and one that could not
+    apply is a dead letter, not an erasure)."""
     found = []
     for record in records:
-        if (record.offset < since and record.headers
+        if (start <= record.offset < end and record.headers
                 and rec.control_kind(record.headers) == ERASE):
             try:
                 request = decode_erase(record.value or b"")
@@ -176,6 +177,7 @@ class TouchpointProcessor:
                 self.positioned.add(partition)
             self.fed_at[partition] = time.monotonic()
             started, cpu = time.perf_counter(), time.thread_time()
+            start = state.next_offset
             report = state.process(records)
             took = time.perf_counter() - started
             self.seconds["process"] += took
@@ -183,8 +185,9 @@ class TouchpointProcessor:
             self.metrics.batch_seconds.observe(took)
             self.totals["batches"] += 1
             self._account(report)
-            erased = erasures(records, state.next_offset) if report.commands else []
-            if erased:  # follow-ups of events before the erasure go out scrubbed
+            erased = erasures(records, start, state.next_offset) if report.commands else []
+            if erased:  # the batch's follow-ups of the customer go out scrubbed (those
+                # of events after the erasure too: a customer back in the same batch)
                 gone = {e.customer_id for e in erased}
                 report.followups = [scrubbed(f) if f.customer_id in gone else f
                                     for f in report.followups]

@@ -325,10 +325,20 @@ class KafkaRunner:
                               marks: dict[int, int]) -> None:
         """The end of an erasure answered 202: wait longer for the checkpoints, then
         scrub the follow-ups once more."""
-        producer = self._require()
-        if await self._checkpointed(offsets, marks, ERASE_BACKGROUND):
-            await self._scrub_followups(producer, customer_id)
-            self._states.clear()
+        try:
+            producer = self._require()
+            if await self._checkpointed(offsets, marks, ERASE_BACKGROUND):
+                await self._scrub_followups(producer, customer_id)
+                self._states.clear()
+                log.info("an erasure answered 202 has completed")
+            else:
+                log.error("an erasure is durable, but the workers have not checkpointed "
+                          "past it in %.0f s: its follow-ups were scrubbed once only; "
+                          "erase again once the workers run", ERASE_BACKGROUND)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("finishing an erasure failed; erase again to complete it")
 
     async def _changelog_ends(self) -> dict[int, int]:
         """The checkpoint changelog's end offsets now: checkpoints written after an

@@ -146,12 +146,13 @@ def test_the_batch_finds_its_erasures_and_scrubs_its_followups() -> None:
                                          condition="detractor"),)
     report = state.process(records)
     assert report.commands == 1
-    found = erasures(records, state.next_offset)
+    found = erasures(records, 0, state.next_offset)
     assert [e.customer_id for e in found] == [CUSTOMER]
     assert found[0].digest.startswith("hmac-sha256:")
-    assert erasures(records, 30) == []  # not applied yet: not an erasure of this batch
+    assert erasures(records, 0, 30) == []  # not applied yet: not an erasure of this batch
+    assert erasures(records, 31, 61) == []  # applied by an earlier batch
     bad = Record(99, None, b"{}", None, ((rec.H_CONTROL, ERASE.encode()),))
-    assert erasures([bad], 100) == []  # a bad command is a dead letter, not an erasure
+    assert erasures([bad], 0, 100) == []  # a bad command is a dead letter, not an erasure
     theirs = [f for f in report.followups if f.customer_id == CUSTOMER]
     assert theirs  # the worker scrubs these before it publishes them (agents.handle)
     from streams.detection import scrubbed
