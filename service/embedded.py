@@ -7,11 +7,13 @@ import contextlib
 import logging
 import secrets
 import socket
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 
 import uvicorn
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from pydantic import SecretStr
 
 from schemas.decode import EventDecoder
@@ -20,7 +22,7 @@ from service.cli_errors import bind, storage_error
 from service.settings import Settings
 from service.traffic import demo_feed, format_duration
 from streams.detection import DetectionConfig
-from streams.embedded import EmbeddedRunner, StorageError
+from streams.embedded import EmbeddedRunner, Retention, StorageError
 from streams.engine.config import EngineConfig
 from streams.sources.simulator import Drop
 
@@ -60,14 +62,59 @@ def with_development_key(settings: Settings) -> Settings:
 def embedded_runner(settings: Settings, config: EngineConfig,
                     detection: DetectionConfig) -> EmbeddedRunner:
     """The embedded runner the settings describe (not opened yet): its data directory,
-    snapshot cadence, dead-letter cap, and the comment policy (``comments``) in its
-    decoder, so that its log, snapshots and follow-ups hold comments only as the policy
-    keeps them."""
+    snapshot cadence, dead-letter cap, retention, and the comment policy (``comments``)
+    in its decoder, so that its log, snapshots and follow-ups hold comments only as the
+    policy keeps them."""
     return EmbeddedRunner(settings.data_dir, config,
                           decoder=EventDecoder(comments=settings.comments),
                           snapshot_every=settings.snapshot_every,
                           detection=detection,
-                          dead_letter_max_bytes=settings.dead_letter_max_bytes)
+                          dead_letter_max_bytes=settings.dead_letter_max_bytes,
+                          retention=retention(settings))
+
+
+def retention(settings: Settings) -> Retention:
+    """The embedded runner's retention from the shared settings (-1: no bound)."""
+    def bound(value: int, scale: float = 1.0) -> float | None:
+        return None if value < 0 else value * scale
+
+    size = bound(settings.dlq_retention_bytes)
+    return Retention(log_seconds=bound(settings.touchpoints_retention_ms, 1e-3),
+                     dead_letter_seconds=bound(settings.dlq_retention_ms, 1e-3),
+                     dead_letter_bytes=None if size is None else int(size))
+
+
+class StorageCollector(Collector):
+    """The embedded runner's storage counters for Prometheus (``EmbeddedRunner.stats``)."""
+
+    def __init__(self, runner: EmbeddedRunner) -> None:
+        self.runner = runner
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.runner.stats()
+        yield CounterMetricFamily(
+            "touchstream_dead_letters_expired",
+            "Dead letters deleted by retention (age or the total bound), oldest first.",
+            value=stats["dead_letters_expired"])
+        yield CounterMetricFamily("touchstream_snapshots", "Engine snapshots written.",
+                                  value=stats["snapshots"])
+        yield GaugeMetricFamily("touchstream_log_rows",
+                                "Rows in the command log since the last snapshot.",
+                                value=stats["log_rows"])
+
+
+MAINTAIN_EVERY = 60.0
+"""Seconds between the runner's retention checks when no write comes."""
+
+
+async def maintain(runner: EmbeddedRunner, every: float = MAINTAIN_EVERY) -> None:
+    """Apply the retention every ``every`` seconds, writes or not (a failure is logged)."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await runner.maintain()
+        except Exception:  # the next round retries; serving goes on
+            log.exception("retention check failed")
 
 
 async def run(settings: Settings, simulate: float = 0.0, drops: Sequence[Drop] = (),
@@ -106,17 +153,21 @@ async def _serve(settings: Settings, runner: EmbeddedRunner, config: EngineConfi
                  sock: socket.socket, simulate: float, drops: list[Drop],
                  history: timedelta) -> None:
     feed: asyncio.Task[None] | None = None
+    upkeep = asyncio.create_task(maintain(runner))
 
     async def shutdown() -> None:
-        # Stop the simulated feed first, then close the state (final snapshot).
-        if feed is not None:
-            feed.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await feed
+        # Stop the simulated feed and the upkeep first, then close the state (final
+        # snapshot).
+        for task in (feed, upkeep):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await asyncio.to_thread(runner.close)
 
     try:
         app = create_app(settings, runner, config, on_shutdown=shutdown)
+        app.state.registry.register(StorageCollector(runner))
         server = uvicorn.Server(uvicorn.Config(
             app, log_level="info", proxy_headers=False, server_header=False,
         ))
@@ -145,6 +196,7 @@ async def _serve(settings: Settings, runner: EmbeddedRunner, config: EngineConfi
                      "; ready once the simulated history is loaded" if simulate > 0 else "")
         await serving
     finally:
+        upkeep.cancel()
         await asyncio.to_thread(runner.close)  # idempotent; the app's shutdown closed it
 
 

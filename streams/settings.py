@@ -17,9 +17,9 @@ import json
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -31,6 +31,7 @@ from schemas.redact import CommentPolicy
 from streams.detection import DetectionConfig, default_detection
 from streams.engine.config import EngineConfig
 
+DAY_MS = 86_400_000
 CONFIG_VARIABLE = "TOUCHSTREAM_CONFIG"
 """The environment variable naming the TOML file."""
 
@@ -74,6 +75,21 @@ class TouchstreamSettings(BaseSettings):
     """What is kept of an event's free-text comment, applied where events are decoded
     (``schemas.redact``): ``keep`` it as sent, ``drop`` it, or ``redact`` its e-mail
     addresses and phone numbers. The same for the API and the workers."""
+
+    touchpoints_retention_ms: Annotated[int, Field(ge=-1)] = 7 * DAY_MS
+    """How long raw events are kept (-1: no bound): the input topic's ``retention.ms``
+    on Kafka; on the embedded runner the command log's, which it snapshots away (a
+    snapshot holds aggregates, histories and journeys, not events) once its oldest row
+    may be older."""
+    dlq_retention_ms: Annotated[int, Field(ge=-1)] = 30 * DAY_MS
+    """How long dead letters are kept (-1: no bound): the dead-letter topic's
+    ``retention.ms``; the embedded runner's dead-letter table, checked every minute."""
+    dlq_retention_bytes: Annotated[int, Field(ge=-1)] = 1 << 30
+    """Most bytes the dead letters hold in all (-1: no bound); past it the oldest go
+    first. Kafka bounds each partition (``retention.bytes``) and deletes whole segments:
+    ``topics.dlq_size_config`` splits this among the partitions. The embedded runner
+    bounds the payload bytes it keeps and counts what it deletes
+    (``touchstream_dead_letters_expired_total``)."""
 
     erasure_key: SecretStr | None = None
     """``TOUCHSTREAM_ERASURE_KEY``: the secret of the HMAC-SHA256 digest that names an

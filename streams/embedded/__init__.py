@@ -10,7 +10,7 @@
 
 from streams.deadletters import LATE_REASON
 from streams.embedded.runner import EmbeddedRunner
-from streams.embedded.store import DB_NAME, LOCK_NAME, STORAGE_VERSION, StorageError
+from streams.embedded.store import DB_NAME, LOCK_NAME, STORAGE_VERSION, Retention, StorageError
 from streams.pipeline import DETECT_EVERY, DUPLICATE_REASON
 
 __all__ = [
@@ -21,5 +21,6 @@ __all__ = [
     "LOCK_NAME",
     "STORAGE_VERSION",
     "EmbeddedRunner",
+    "Retention",
     "StorageError",
 ]

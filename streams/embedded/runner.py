@@ -44,7 +44,14 @@ from streams.deadletters import (
 from streams.deadletters import source as dead_source
 from streams.detection import DetectionConfig, Detector, FollowUp, FollowUpUpdate
 from streams.embedded import recovery
-from streams.embedded.store import CommandLog, DeadLetter, Record, StorageError, explain
+from streams.embedded.store import (
+    CommandLog,
+    DeadLetter,
+    Record,
+    Retention,
+    StorageError,
+    explain,
+)
 from streams.engine.config import EngineConfig
 from streams.engine.engine import Engine
 from streams.pipeline import Pipeline, Report, convert_many
@@ -66,6 +73,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 State = Literal["new", "open", "closed", "failed"]
+EXPIRE_EVERY = 60.0
+"""Wall-clock seconds between checks of the dead letters' age."""
 
 
 def _item_event_id(item: object) -> str | None:
@@ -97,6 +106,8 @@ class _Stats:
     late: int = 0
     duplicate: int = 0
     dead_lettered: int = 0
+    dead_letters_expired: int = 0
+    """Dead letters deleted by retention (age or the total bound), oldest first."""
     snapshots: int = 0
     log_rows: int = 0
 
@@ -118,6 +129,7 @@ class EmbeddedRunner:
         clock: Callable[[], float] = time.time,
         detection: DetectionConfig | None = None,
         dead_letter_max_bytes: int = DEFAULT_MAX_BYTES,
+        retention: Retention | None = None,
     ) -> None:
         if snapshot_every < 1:
             raise ValueError("snapshot_every must be at least 1")
@@ -131,7 +143,12 @@ class EmbeddedRunner:
         self.dead_letter_max_bytes = dead_letter_max_bytes
         self.config = config
         self.snapshot_every = snapshot_every
+        self.retention = retention if retention is not None else Retention()
         self._clock = clock
+        self._snapshot_at = 0.0
+        """When the newest snapshot was taken: every log row is younger."""
+        self._expire_at = 0.0
+        """When the dead letters' age is checked next."""
         self._lock = threading.Lock()
         self.detection = detection if detection is not None else DetectionConfig()
         self._detector = Detector(self.detection)
@@ -180,13 +197,13 @@ class EmbeddedRunner:
                 raise
             self._stats.log_rows = replayed
             self._since_snapshot = replayed
+            self._snapshot_at = self.store.snapshot_time() or self._clock()
             self._flush()
             self._state = "open"
             log.info("opened %s: %d log rows replayed in %.3f s, watermark %s",
                      self.path, replayed, time.perf_counter() - started,
                      self._engine.watermark)
-            if self._since_snapshot >= self.snapshot_every:
-                self._try_snapshot()
+            self._retain()
 
     def close(self) -> None:
         """Write a final snapshot (so the next start replays nothing) and close the DB.
@@ -267,8 +284,7 @@ class EmbeddedRunner:
                        indexed=True)
             self._flush()
             self._count(report)
-            if self._since_snapshot >= self.snapshot_every:
-                self._try_snapshot()
+            self._retain()
         return report.outcomes(lambda index: _item_event_id(items[index]))
 
     def _replayed(self, report: Report, payloads: list[bytes]) -> None:
@@ -331,6 +347,7 @@ class EmbeddedRunner:
         self._stats.log_rows = 0
         self._since_snapshot = 0
         self._stats.snapshots += 1
+        self._snapshot_at = self._clock()
         log.info("snapshot at seq %d (%d bytes)", seq, len(data))
 
     def _try_snapshot(self) -> None:
@@ -339,6 +356,52 @@ class EmbeddedRunner:
             self._snapshot()
         except StorageError:
             log.exception("periodic snapshot failed; the log keeps everything meanwhile")
+
+    def _retain(self) -> None:
+        """Snapshot when the log is long (``snapshot_every``) or its oldest row may be
+        older than ``retention.log_seconds``; expire dead letters by age (at most once
+        a minute) and by total size. Failures are logged: the next write retries."""
+        keep = self.retention
+        now = self._clock()
+        stale = (keep.log_seconds is not None and self._stats.log_rows > 0
+                 and now - self._snapshot_at > keep.log_seconds)
+        if self._since_snapshot >= self.snapshot_every or stale:
+            self._try_snapshot()
+        if stale:
+            self._truncate_wal()  # the deleted rows' old pages leave the WAL too
+        over = keep.dead_letter_bytes is not None and self.store.dead_bytes > \
+            keep.dead_letter_bytes
+        aged = keep.dead_letter_seconds is not None and now >= self._expire_at
+        if not over and not aged:
+            return
+        self._expire_at = now + EXPIRE_EVERY
+        before = None if keep.dead_letter_seconds is None else now - keep.dead_letter_seconds
+        try:
+            gone = self.store.expire_dead_letters(before, keep.dead_letter_bytes)
+        except StorageError:
+            log.exception("expiring dead letters failed; retried with the next write")
+            return
+        if gone:
+            self._stats.dead_letters_expired += gone
+            self._truncate_wal()
+            log.info("%d dead letters expired (retention)", gone)
+
+    def _truncate_wal(self) -> None:
+        try:
+            self.store.checkpoint()
+        except StorageError:
+            log.exception("truncating the WAL failed; retried after the next expiry")
+
+    def maintain_blocking(self) -> None:
+        """Apply the retention without a write (the service calls it every minute, so
+        an idle runner keeps no raw data past its time either)."""
+        with self._lock:
+            if self._state == "open":
+                self._retain()
+
+    async def maintain(self) -> None:
+        """:meth:`maintain_blocking` in a thread."""
+        await asyncio.to_thread(self.maintain_blocking)
 
     def _log_command(self, kind: str, payload: bytes) -> None:
         self.store.append_command(kind, payload)

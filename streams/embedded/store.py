@@ -35,6 +35,7 @@ import logging
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Final
@@ -99,6 +100,26 @@ Record = tuple[str, tuple[Any, ...]]
 """A detector record to store: ``("change", row)`` or ``("followup", row)``."""
 LogRow = tuple[int, str, bytes, int]
 """A log row: seq, kind, payload, batch."""
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How long the embedded runner keeps raw data; ``None``: no bound.
+
+    ``log_seconds``: the most time an event stays in the command log (its raw form:
+    comments as the policy kept them); past it the runner snapshots, which drops the
+    log rows. ``dead_letter_seconds`` and ``dead_letter_bytes``: dead letters older go,
+    and so do the oldest while their kept bytes exceed the bound (counted)."""
+
+    log_seconds: float | None = 7 * 86_400
+    dead_letter_seconds: float | None = 30 * 86_400
+    dead_letter_bytes: int | None = 1 << 30
+
+    def __post_init__(self) -> None:
+        for name in ("log_seconds", "dead_letter_seconds", "dead_letter_bytes"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be positive (or None: no bound), not {value}")
 
 
 class StorageError(RunnerUnavailable):
@@ -167,6 +188,8 @@ class CommandLog:
         self.comments = comments
         """The comment policy: dead letters keep their bytes with comments as it says."""
         self.next_seq = 1
+        self.dead_bytes = 0
+        """Payload bytes the dead letters keep (at most: ignored inserts count too)."""
         self._conn: sqlite3.Connection | None = None
         self._lock_file: IO[bytes] | None = None
 
@@ -181,6 +204,8 @@ class CommandLog:
         last = self.connection.execute("SELECT MAX(seq) FROM log").fetchone()[0]
         snap = self.connection.execute("SELECT MAX(seq) FROM snapshots").fetchone()[0]
         self.next_seq = max(int(last or 0), int(snap or 0)) + 1
+        self.dead_bytes = int(self.connection.execute(
+            "SELECT COALESCE(SUM(length(payload)), 0) FROM dead_letters").fetchone()[0])
 
     def release(self) -> None:
         """Close the connection and drop the directory lock (idempotent)."""
@@ -318,6 +343,7 @@ class CommandLog:
             ])
             conn.executemany(_INSERT_DEAD, dead)
         self.next_seq += len(payloads)
+        self.dead_bytes += sum(len(row[5]) for row in dead)
         return first
 
     def append_command(self, kind: str, payload: bytes) -> int:
@@ -340,6 +366,17 @@ class CommandLog:
 
     # -- snapshots -----------------------------------------------------------------------
 
+    def snapshot_time(self) -> float | None:
+        """When the newest snapshot was taken (epoch seconds); the database's creation
+        time without one. Every log row is younger."""
+        row = self.connection.execute(
+            "SELECT taken_at FROM snapshots ORDER BY seq DESC LIMIT 1").fetchone()
+        if row is not None:
+            return float(row[0])
+        created = self.connection.execute(
+            "SELECT value FROM meta WHERE key = 'created_at'").fetchone()
+        return None if created is None else datetime.fromisoformat(created[0]).timestamp()
+
     def latest_snapshot(self) -> tuple[int, bytes, bytes | None] | None:
         """``(seq, engine data, detector data)`` of the newest snapshot, if any."""
         row = self.connection.execute(
@@ -360,6 +397,7 @@ class CommandLog:
                          "VALUES (?, ?, ?, ?)", (seq, taken_at, data, detector))
             conn.execute("DELETE FROM snapshots WHERE seq < ?", (seq,))
             conn.execute("DELETE FROM log WHERE seq <= ?", (seq,))
+        self.dead_bytes += sum(len(row[5]) for row in dead)
         return seq
 
     # -- dead letters and records ----------------------------------------------------------
@@ -378,11 +416,33 @@ class CommandLog:
         with self.transaction() as conn:
             conn.executemany(_INSERT_DEAD, dead)
             self._insert_records(conn, records)
+        self.dead_bytes += sum(len(row[5]) for row in dead)
 
     @staticmethod
     def _insert_records(conn: sqlite3.Connection, records: Sequence[Record]) -> None:
         conn.executemany(_INSERT_CHANGE, [row for kind, row in records if kind == "change"])
         conn.executemany(_INSERT_FOLLOWUP, [row for kind, row in records if kind == "followup"])
+
+    def expire_dead_letters(self, before: float | None, max_bytes: int | None) -> int:
+        """Delete dead letters received before ``before`` (epoch seconds), then the
+        oldest while the kept bytes exceed ``max_bytes``; returns how many went."""
+        gone = 0
+        with self.transaction() as conn:
+            if before is not None:
+                gone += conn.execute("DELETE FROM dead_letters WHERE received_at < ?",
+                                     (before,)).rowcount
+            if max_bytes is not None:
+                # The newest first, summed: every row from the first that crosses the
+                # bound on is older than what fits.
+                gone += conn.execute(
+                    "DELETE FROM dead_letters WHERE id <= (SELECT id FROM (SELECT id, "
+                    "SUM(length(payload)) OVER (ORDER BY id DESC) AS kept FROM "
+                    "dead_letters) WHERE kept > ? ORDER BY id DESC LIMIT 1)",
+                    (max_bytes,)).rowcount
+            total = conn.execute(
+                "SELECT COALESCE(SUM(length(payload)), 0) FROM dead_letters").fetchone()[0]
+        self.dead_bytes = int(total)
+        return gone
 
     # -- erasure -------------------------------------------------------------------------
 
@@ -408,12 +468,19 @@ class CommandLog:
         return deleted
 
     def compact(self) -> None:
-        """Rewrite the database without free pages (``VACUUM``) and empty the WAL into it
-        (``wal_checkpoint(TRUNCATE)``): nothing deleted survives in either file."""
-        conn = self.connection
+        """Rewrite the database without free pages (``VACUUM``) and empty the WAL into it:
+        nothing deleted survives in either file."""
         try:
-            conn.execute("VACUUM")
-            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            self.connection.execute("VACUUM")
+        except sqlite3.Error as exc:
+            raise StorageError(self.path, explain(exc)) from exc
+        self.checkpoint()
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database and truncate it (``wal_checkpoint(TRUNCATE)``):
+        with ``secure_delete`` on, deleted rows then exist in neither file."""
+        try:
+            busy, _, _ = self.connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         except sqlite3.Error as exc:
             raise StorageError(self.path, explain(exc)) from exc
         if busy:

@@ -46,12 +46,6 @@ class WorkerSettings(TouchstreamSettings):
     scores_partitions: Annotated[int, Field(ge=1, le=10_000)] = 3
     alerts_partitions: Annotated[int, Field(ge=1, le=10_000)] = 1
     topic_replication: Annotated[int, Field(ge=1, le=10)] = 1
-    touchpoints_retention_ms: Annotated[int, Field(ge=-1)] = 7 * _DAY_MS
-    dlq_retention_ms: Annotated[int, Field(ge=-1)] = 30 * _DAY_MS
-    dlq_retention_bytes: Annotated[int, Field(ge=-1)] = 1 << 30
-    """Most bytes the dead-letter topic holds in all (-1: no bound); past it the oldest
-    dead letters go first. Kafka bounds each partition (``retention.bytes``) and deletes
-    whole segments: ``topics.dlq_size_config`` splits this among the partitions."""
     dead_letter_max_bytes: Annotated[int, Field(ge=0, le=64 * 1024 * 1024)] = 64 * 1024
     """Most payload bytes ``GET /v1/dead-letters`` shows of a dead letter (with the size
     and SHA-256 of all of it); the dead-letter topic keeps the whole original record."""

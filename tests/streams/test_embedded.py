@@ -185,7 +185,7 @@ def test_outcomes_in_order_dead_letters_and_stats(runner: EmbeddedRunner) -> Non
 
     assert runner.stats() == {
         "events_received": 10, "accepted": 3, "invalid": 3, "late": 1, "duplicate": 3,
-        "dead_lettered": 4, "snapshots": 0, "log_rows": 7,
+        "dead_lettered": 4, "dead_letters_expired": 0, "snapshots": 0, "log_rows": 7,
     }
     counters = runner.read_blocking(lambda e: dict(e.counters))
     assert (counters["accepted"], counters["late"], counters["duplicate"]) == (3, 1, 3)
