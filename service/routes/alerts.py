@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.deps import IdPath, ReadKey, RunnerDep, WriteKey
-from streams.detection import Detector, FollowUpUpdate
+from streams.detection import Detector, FollowUpUpdate, detection_state
 
 router = APIRouter(prefix="/v1", tags=["alerts"])
 
@@ -50,6 +50,30 @@ async def get_alert(alert_id: IdPath, runner: RunnerDep, _: ReadKey) -> dict[str
     if alert is None:
         raise HTTPException(404, detail=f"alert {alert_id!r} is unknown or expired")
     return alert
+
+
+@router.get("/detection")
+async def detection(
+    runner: RunnerDep,
+    _: ReadKey,
+    rule: Filter = None,
+    metric: Filter = None,
+    holds: bool | None = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> dict[str, Any]:
+    """Each series a sequential drop rule watches: its evidence so far (the CUSUM
+    ``llr`` against its ``threshold``; ``evidence`` = their ratio, 1 pages), the drop
+    size and start behind it, and ``decision_hours``, the time to a decision at the
+    current volume if that drop is real and goes on. Closest to paging first."""
+    config = await runner.read_detector(lambda detector: detector.config)
+    items = await runner.read(lambda engine: detection_state(engine, config))
+    items = [i for i in items if (rule is None or i["rule"] == rule)
+             and (metric is None or i["metric"] == metric)
+             and (holds is None or i.get("holds", False) == holds)]
+    items.sort(key=lambda i: -i.get("evidence", -1.0))
+    return {"items": items[offset: offset + limit], "total": len(items), "limit": limit,
+            "offset": offset}
 
 
 @router.get("/followups")

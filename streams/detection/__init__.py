@@ -36,7 +36,7 @@ from streams.detection.attribution import (
     explaining_parents,
     group_alerts,
 )
-from streams.detection.detector import Detector
+from streams.detection.detector import Detector, detection_state
 from streams.detection.followups import (
     ERASED_FIELDS,
     FollowUp,
@@ -82,6 +82,7 @@ __all__ = [
     "DOMINANT",
     "DetectionConfig",
     "Detector",
+    "detection_state",
     "DriftRule",
     "DropRule",
     "ERASED_FIELDS",

@@ -324,6 +324,53 @@ class Detector:
                     ds.evidence[key] = Evidence(**ev)
 
 
+def detection_state(engine: Engine, config: DetectionConfig,
+                    now: int | None = None) -> list[dict[str, Any]]:
+    """Each series a sequential drop rule watches, where its evidence stands at ``now``
+    (default the engine's watermark): the CUSUM and its threshold, their ratio
+    (``evidence``: 1 pages), the drop size and start behind it, and ``decision_hours``,
+    the hours until it would page at the current volume if that drop is real and goes
+    on (0: it holds; None: nothing accumulates). Recomputed from the buckets alone, as
+    ``Detector.evaluate`` computes it (the same thresholds, the same distinct count), so
+    every runner and replica answers the same. A series left out of the test says why
+    (``reason``: a copy of a coarser series, or no baseline yet)."""
+    at = engine.watermark if now is None else now
+    rules = [r for r in config.drops if r.test == "sequential"]
+    if at is None or not rules:
+        return []
+    buckets = sequential.Buckets(engine)
+    scans = {r.name: sequential.scan(engine, r, at, select_series(engine, r), buckets)
+             for r in rules}
+    distinct = sum(int(found.tested.sum()) for found in scans.values())
+    out: list[dict[str, Any]] = []
+    keys = engine.series.keys
+    for rule in rules:
+        found = scans[rule.name]
+        decided = sequential.decided(found, distinct, config.false_pages_per_week)
+        for i, sid in enumerate(found.sids):
+            dims, values, metric = keys[sid]
+            row: dict[str, Any] = {"rule": rule.name, "metric": metric,
+                                   "scope": dict(zip(dims, values, strict=True))}
+            seq = decided.at(i)
+            if seq is None:
+                row["tested"] = False
+                row["reason"] = ("no baseline answers yet" if found.base_n[i] <= 0
+                                 else "a copy of a coarser series (tested there)")
+                out.append(row)
+                continue
+            hours = sequential.time_to_decision(seq)
+            row |= {
+                "tested": True, "holds": seq.holds, "llr": seq.llr,
+                "threshold": seq.threshold, "evidence": seq.llr / seq.threshold,
+                "shift": seq.shift, "change_start": iso(seq.change_start),
+                "change_n": seq.change_n, "baseline_n": seq.baseline_n,
+                "per_hour": seq.per_hour, "false_page_days": seq.false_page_days,
+                "decision_hours": None if hours is None or math.isinf(hours) else hours,
+            }
+            out.append(row)
+    return out
+
+
 def _rank(ev: Evidence) -> float:
     """Most significant first: the q-value, or how far past its threshold a CUSUM is."""
     if ev.q is not None:
