@@ -58,6 +58,7 @@ from streams.worker.alerts import DetectorReader, status_key
 from streams.worker.reader import ScoresReader, read_dead_letters, read_partition_engine
 from streams.worker.records import H_CONTROL
 from streams.worker.settings import WorkerSettings
+from streams.worker.topics import erasures_topic
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -296,6 +297,10 @@ class KafkaRunner:
         (within ``ERASE_COMPLETE`` seconds), else ``erasing`` (202) and finishes in the
         background. ``removed``: follow-up records scrubbed, partitions the erasure was
         written to. Idempotent: a repeated erasure is applied again as a no-op.
+
+        The audit trail: the request (``state`` ``requested``) goes to the erasures topic
+        (``topics.erasures_topic``, kept forever, keyed by the digest) before anything
+        else — an erasure that cannot be audited is not made — and the report after.
         """
         producer = self._require()
         customer_id = request.customer_id
@@ -303,6 +308,9 @@ class KafkaRunner:
             raise ValueError("an erasure without a customer id has nothing to erase")
         payload = encode_erase(request)
         decode_erase(payload)  # the workers' checks
+        await self._audit(producer, request.digest, {
+            "digest": request.digest, "by": request.by, "at": request.at,
+            "state": "requested", "removed": {}})
         marks = await self._changelog_ends()
         offsets = await self._produce_control(producer, ERASE, payload)
         self._states.clear()
@@ -318,8 +326,16 @@ class KafkaRunner:
                         "in %.0f s (are they running?): finishing in the background",
                         request.digest, ERASE_COMPLETE)
         self._states.clear()
-        return ErasureReport.of(request, "erased" if done else "erasing",
-                                {"followups": len(scrubbed_keys), "partitions": len(offsets)})
+        report = ErasureReport.of(request, "erased" if done else "erasing",
+                                  {"followups": len(scrubbed_keys), "partitions": len(offsets)})
+        await self._audit(producer, request.digest, report.to_dict())
+        return report
+
+    async def _audit(self, producer: AIOKafkaProducer, digest: str,
+                     record: dict[str, Any]) -> None:
+        """One record of the erasure audit trail, acknowledged by all in-sync replicas."""
+        await (await producer.send(erasures_topic(self.settings), key=digest.encode(),
+                                   value=orjson.dumps(record)))
 
     async def _finish_erasure(self, customer_id: str, offsets: dict[int, int],
                               marks: dict[int, int]) -> None:

@@ -12,7 +12,10 @@
 - ``<app_id>-partials`` (``topic_partitions``, compact): internal, partial aggregates
   per source partition and bucket;
 - ``<app_id>-checkpoints-changelog`` (``topic_partitions``, compact): internal, the Faust
-  table of per-partition checkpoints.
+  table of per-partition checkpoints;
+- ``<app_id>-erasures`` (1 partition, delete, kept forever): the erasure audit trail, one
+  record per erasure asked and one when it is done (digest, by, at, state, removed;
+  never the customer's id).
 
 An existing topic with a layout the worker cannot work with is an error that says what
 to do: state is kept per input partition, so the input, partials and changelog topics
@@ -81,6 +84,12 @@ def dlq_size_config(total: int, partitions: int) -> dict[str, str]:
     return {"retention.bytes": str(share - segment), "segment.bytes": str(segment)}
 
 
+def erasures_topic(settings: WorkerSettings) -> str:
+    """The erasure audit trail's topic (``streams.runner.ErasureReport.to_dict`` records,
+    keyed by the digest), written by the API's ``KafkaRunner.erase_customer``."""
+    return f"{settings.app_id}-erasures"
+
+
 def topic_specs(settings: WorkerSettings) -> list[TopicSpec]:
     """Every topic the worker reads or writes."""
     n = settings.topic_partitions
@@ -102,6 +111,8 @@ def topic_specs(settings: WorkerSettings) -> list[TopicSpec]:
                   True, dict(compacted)),
         TopicSpec(settings.checkpoint_changelog, n, "compact",
                   "checkpoint changelog (internal)", True, dict(compacted)),
+        TopicSpec(erasures_topic(settings), 1, "delete", "erasure audit trail", False,
+                  {"retention.ms": "-1"}),
     ]
 
 

@@ -19,6 +19,7 @@ topic likewise (30 days). Those are not scanned here: the README says so.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -30,7 +31,7 @@ import pytest
 from kafka.admin import KafkaAdminClient, NewTopic
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
-from worker_support import TEST_CONFIG, Workers, worker_settings, write_config
+from worker_support import TEST_CONFIG, Workers, read_all, worker_settings, write_config
 
 from deploy.kafka.broker import KafkaBroker
 from service.app import create_app
@@ -38,7 +39,7 @@ from service.settings import Settings
 from streams.runner import erasure_digest
 from streams.worker.runner import KafkaRunner
 from streams.worker.settings import WorkerSettings
-from streams.worker.topics import ensure_topics, topic_specs
+from streams.worker.topics import ensure_topics, erasures_topic, topic_specs
 
 pytestmark = pytest.mark.slow
 KEY = "erasure-api-key-0123456789"
@@ -115,18 +116,20 @@ async def wait_for(predicate: Any, timeout: float, what: str, workers: Workers) 
         await asyncio.sleep(0.3)
 
 
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
 async def test_an_erased_customer_leaves_no_byte_in_the_state_or_compacted_topics(
-        kafka_broker: KafkaBroker, tmp_path: Path) -> None:
+        kafka_broker: KafkaBroker, tmp_path: Path, guarantee: str) -> None:
     name = f"erase-{uuid.uuid4().hex[:8]}"
     config_path = write_config(tmp_path / "engine.json", TEST_CONFIG)
     state_dir = tmp_path / "w"
     settings = worker_settings(kafka_broker.bootstrap, name, state_dir,
                                input_topic=f"{name}-touchpoints", partitions=2,
                                engine_config=config_path, store="rocksdb://",
-                               checkpoint_interval=1.0, standby_replicas=0)
+                               checkpoint_interval=1.0, standby_replicas=0,
+                               processing_guarantee=guarantee)
     compacted = create_topics(settings)
-    topic_dirs = [kafka_broker.kafka_log_dir / f"{topic}-{p}" for topic in compacted
-                  for p in range(8)]
+    topic_dirs = [kafka_broker.kafka_log_dir / f"{topic}-{p}"
+                  for topic in [*compacted, erasures_topic(settings)] for p in range(8)]
     workers = Workers(tmp_path)
     api = Settings(data_dir=tmp_path / "api", erasure_key=SecretStr(ERASURE_KEY),
                    api_keys=SecretStr(f"ops:read+write+admin+erase:{KEY}"))
@@ -165,7 +168,8 @@ async def test_an_erased_customer_leaves_no_byte_in_the_state_or_compacted_topic
             assert closed.status_code == 200, closed.text
             before = {w: (await client.get(f"/v1/scores?window={w}&scope=channel")).json()
                       for w in ("15m", "1h", "24h")}
-            assert holding([state_dir]), "the worker state holds the customer before"
+            if guarantee == "at_least_once":  # exactly once: checkpoints read from the topic
+                assert holding([state_dir]), "the worker's RocksDB holds the customer before"
             assert holding(topic_dirs), "the compacted topics hold the customer before"
 
             erased = await client.delete(url)
@@ -176,6 +180,13 @@ async def test_an_erased_customer_leaves_no_byte_in_the_state_or_compacted_topic
             assert record["by"] == "ops" and record["removed"]["followups"] >= 20
             assert CUSTOMER not in erased.text
             assert (await client.delete(url)).status_code == 200  # idempotent
+            # The audit trail: asked, then done, each time; the digest, never the id.
+            trail = read_all(kafka_broker.bootstrap, erasures_topic(settings))
+            assert [json.loads(r.value)["state"] for r in trail] == \
+                ["requested", "erased", "requested", "erased"]
+            assert {(r.key, json.loads(r.value)["digest"], json.loads(r.value)["by"])
+                    for r in trail} == {(record["digest"].encode(), record["digest"], "ops")}
+            assert all(CUSTOMER.encode() not in r.value for r in trail)
 
             assert (await client.get(url)).status_code == 404
             assert await their_followups() == []
