@@ -69,6 +69,9 @@ def _scores(engine: Engine) -> list[Any]:
 
 def test_no_byte_of_the_id_or_comment_stays_and_the_scores_do() -> None:
     engine = Engine(CONFIG)
+    t0 = int(BASE.timestamp())
+    engine.start_pulse("chat-study", "Chat", {"channel": ["chat"]}, t0, t0 + 86_400,
+                       t0 - 86_400, t0)  # its counts stay, as every aggregate does
     engine.ingest(_events(600, seed=1))  # a batch large enough for the column-wise path
     for k in range(5):  # and small ones
         engine.ingest(_events(40, seed=10 + k, start=600 + 40 * k))
@@ -79,6 +82,8 @@ def test_no_byte_of_the_id_or_comment_stays_and_the_scores_do() -> None:
               if cid != ERASED}
     at_risk = [cid for cid in engine.customers.at_risk() if cid != ERASED]
     aggregates, scores = _aggregates(engine), _scores(engine)
+    pulse = engine.pulses["chat-study"].results()
+    assert pulse and pulse[0][1].n > 0
     theirs = sum(1 for j in [*engine.journeys.open.values(), *engine.journeys.closed.values()]
                  if j.customer_id == ERASED)
     assert theirs > 1
@@ -98,6 +103,7 @@ def test_no_byte_of_the_id_or_comment_stays_and_the_scores_do() -> None:
     assert all(j.customer_id != ERASED for j in engine.journeys.closed.values())
     assert _aggregates(engine) == aggregates
     assert _scores(engine) == scores
+    assert engine.pulses["chat-study"].results() == pulse
 
     # Idempotent; the snapshot restores to the same state, which goes on as usual.
     assert engine.erase_customer(ERASED) == Erased()
