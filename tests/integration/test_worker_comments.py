@@ -3,7 +3,8 @@ configured retention (the input's ``retention.ms``; the dead-letter topic's
 ``retention.ms`` and its size bound as ``retention.bytes`` and ``segment.bytes``), and a
 worker with ``comments = "redact"`` publishes no e-mail address or phone number in its
 partials, follow-ups, checkpoints or dead letters, while the input topic still holds
-what producers sent (so the scan would see them)."""
+what producers sent (so the scan would see them); the API on Kafka with ``redact``
+produces none either."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from worker_support import (
 
 from streams.worker import records as rec
 from streams.worker.reader import ScoresReader, dead_letter_of
+from streams.worker.runner import KafkaRunner
 from streams.worker.topics import dlq_size_config, ensure_topics
 
 NOW = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
@@ -152,3 +154,37 @@ async def test_a_worker_with_redact_publishes_no_e_mail_or_phone(
         assert dict(record.headers)[rec.H_SHA256] == letter["sha256"].encode()
         assert "[email]" in letter["payload"]
         assert "Þjónustan var hæg" in letter["payload"] or letter["field"] == "$"
+
+
+async def test_the_kafka_api_with_redact_produces_no_e_mail_or_phone(
+        kafka_bootstrap: str, tmp_path: Path) -> None:
+    """``touchstream api`` (``KafkaRunner``) with ``comments = "redact"``: an accepted
+    event goes to the input topic as the policy keeps it (its canonical JSON, not the
+    client's bytes), a rejected one to the dead-letter topic scrubbed, with the
+    original's size and digest in its headers; an event without a comment keeps the
+    client's bytes."""
+    name = f"cma-{uuid.uuid4().hex[:8]}"
+    settings = worker_settings(kafka_bootstrap, name, tmp_path, input_topic=f"{name}-in",
+                               partitions=2, comments="redact")
+    ensure_topics(settings)
+    items = [_event(1), _event(2, value=42), {k: v for k, v in _event(3).items()
+                                              if k != "comment"}]
+    raws = [json.dumps(item, ensure_ascii=False, indent=1).encode() for item in items]
+    runner = KafkaRunner(settings)
+    await runner.start()
+    try:
+        outcomes = await runner.submit(items, raws.__getitem__)
+    finally:
+        await runner.stop()
+    assert [o.status for o in outcomes] == ["accepted", "rejected", "accepted"]
+    produced = read_all(kafka_bootstrap, settings.topic_touchpoints)
+    dead = read_all(kafka_bootstrap, settings.topic_dlq)
+    assert _holding(produced) == {} and _holding(dead) == {}
+    values = {json.loads(r.value)["event_id"]: r.value for r in produced}
+    assert json.loads(values["cm-1"])["comment"] == (
+        "Þjónustan var hæg. Hringið í [phone] eða [email]; شماره من [phone]")
+    assert values["cm-3"] == raws[2]  # nothing to redact: the client's bytes
+    (letter,) = [dead_letter_of(r.headers, r.value, r.timestamp, 1 << 16) for r in dead]
+    assert (letter["size"], letter["sha256"]) == (
+        len(raws[1]), hashlib.sha256(raws[1]).hexdigest())
+    assert json.loads(letter["payload"])["value"] == 42
