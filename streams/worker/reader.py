@@ -304,6 +304,24 @@ async def read_partition_engine(settings: WorkerSettings, partition: int,
     return state.engine, state.next_offset
 
 
+async def dead_letters_expired(settings: WorkerSettings, timeout: float = 30.0) -> int:
+    """How many dead letters the broker has deleted from the dead-letter topic, by its
+    retention (``retention.ms``, ``retention.bytes``: the oldest first): the sum of its
+    partitions' first offsets. The topic is never compacted, so every offset below the
+    first was a record deleted (with ``exactly_once``, transaction markers take offsets
+    too: then an upper bound)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers,
+                                group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(settings.topic_dlq, p)
+               for p in await topic_partitions(consumer, settings.topic_dlq, timeout)]
+        begins = await consumer.beginning_offsets(tps)
+    finally:
+        await consumer.stop()
+    return sum(int(offset) for offset in begins.values())
+
+
 async def read_dead_letters(settings: WorkerSettings, limit: int = 100,
                             timeout: float = 30.0) -> list[dict[str, Any]]:
     """The newest ``limit`` dead letters (all partitions), newest first, in the

@@ -8,6 +8,7 @@ produces none either."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import uuid
@@ -15,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from kafka import TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 from worker_support import (
     TEST_CONFIG,
@@ -28,8 +30,9 @@ from worker_support import (
     write_config,
 )
 
+from service.kafka import DeadLetterCollector, watch_dead_letters
 from streams.worker import records as rec
-from streams.worker.reader import ScoresReader, dead_letter_of
+from streams.worker.reader import ScoresReader, dead_letter_of, dead_letters_expired
 from streams.worker.runner import KafkaRunner
 from streams.worker.topics import dlq_size_config, ensure_topics
 
@@ -188,3 +191,41 @@ async def test_the_kafka_api_with_redact_produces_no_e_mail_or_phone(
     assert (letter["size"], letter["sha256"]) == (
         len(raws[1]), hashlib.sha256(raws[1]).hexdigest())
     assert json.loads(letter["payload"])["value"] == 42
+
+
+async def test_dead_letters_the_broker_deleted_are_counted(kafka_bootstrap: str,
+                                                           tmp_path: Path) -> None:
+    """``touchstream_dead_letters_expired_total`` on Kafka: what the dead-letter topic's
+    retention deleted, oldest first, read from its partitions' first offsets (the broker
+    applies retention every 5 minutes: here the oldest records are deleted as retention
+    would, by DeleteRecords)."""
+    name = f"exp-{uuid.uuid4().hex[:8]}"
+    settings = worker_settings(kafka_bootstrap, name, tmp_path, input_topic=f"{name}-in",
+                               partitions=2, dlq_partitions=2)
+    ensure_topics(settings)
+    produce(kafka_bootstrap, settings.topic_dlq,
+            [Item(f"k{i}".encode(), b"{}", "invalid") for i in range(10)])
+    assert await dead_letters_expired(settings) == 0
+    ends = end_offsets(kafka_bootstrap, settings.topic_dlq)
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        admin.delete_records({TopicPartition(settings.topic_dlq, p): min(3, end)
+                              for p, end in ends.items()})
+    finally:
+        admin.close()
+    gone = sum(min(3, end) for end in ends.values())
+    assert gone > 0
+    assert await dead_letters_expired(settings) == gone
+    collector = DeadLetterCollector()
+    assert list(collector.collect()) == []  # nothing read yet: no figure
+    watching = asyncio.create_task(watch_dead_letters(settings, collector, every=0.1))
+    try:
+        for _ in range(100):
+            if collector.expired is not None:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        watching.cancel()
+    (family,) = collector.collect()
+    assert family.name == "touchstream_dead_letters_expired"
+    assert family.samples[0].value == gone
