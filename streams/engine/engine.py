@@ -50,7 +50,8 @@ from streams.engine.metrics import (
     observe_many,
     score,
 )
-from streams.engine.pulses import PulseError, PulseStudy
+from streams.engine.pulses import PulseError, PulseStudy, filter_series
+from streams.engine.pulses import seed as seed_pulse
 from streams.engine.store import (
     BucketTable,
     Granularity,
@@ -628,8 +629,7 @@ class Engine:
             match = np.ones(len(times), dtype=np.bool_)
             for dim, allowed in study.filter.items():
                 match &= _matches(fields.get(dim), allowed)
-            for target, lo, hi in (("study", study.start, study.end),
-                                   ("baseline", study.baseline_start, study.baseline_end)):
+            for target, lo, hi in study.ranges():  # the spans its seed covered
                 idx = np.flatnonzero(match & (times >= lo) & (times < hi))
                 if len(idx):
                     study.add(target, [names[m] for m in observations.metric[idx].tolist()],
@@ -934,7 +934,10 @@ class Engine:
 
     def start_pulse(self, pulse_id: str, name: str, filter: dict[str, Sequence[str]],
                     start: int, end: int, baseline_start: int, baseline_end: int) -> PulseStudy:
-        """Start a pulse study; it counts matching events from now on."""
+        """Start a pulse study: it counts matching answers already in the state where
+        the state can tell them apart (its filter is a configured scope; see
+        ``streams.engine.pulses.seed_side``), and every matching answer that arrives
+        from now on. ``PulseStudy.seeds`` says, per side, which it did and why."""
         if pulse_id in self.pulses:
             raise PulseError("pulse_id", f"a study with id {pulse_id!r} exists")
         for dim, values in filter.items():
@@ -943,7 +946,11 @@ class Engine:
         study = PulseStudy(pulse_id, name, {k: tuple(v) for k, v in filter.items()}, start,
                            end, baseline_start, baseline_end,
                            self.watermark if self.watermark is not None else start)
+        sids, why_not = filter_series(study.filter, self.config.scopes, self.dims,
+                                      self.series, self.metrics)
+        seed_pulse(study, self.watermark, self.granularities, sids, why_not)
         self.pulses[pulse_id] = study
+        self.version += 1
         return study
 
     def end_pulse(self, pulse_id: str) -> PulseStudy:

@@ -3,17 +3,39 @@
 A study has a filter on dimensions (e.g. segment=enterprise and channel=chat), a span
 [start, end) and a baseline span. Matching events inside the span count for the study,
 matching events inside the baseline span count for its baseline, per metric.
+
+When a study starts, the answers already in the state count too where the state can
+tell them apart (``seed``): when the filter's dimensions are exactly a configured scope
+(the empty filter: the overall scope), each side (baseline, study) takes the sum of its
+filter's series over the buckets the engine keeps, in the finest granularity that still
+keeps the side's span, preferring one whose bucket edges fall on the span's bounds. From
+then on the study counts answers as they arrive (late ones included), by event time,
+over the span the seed covered: every answer is in the state before the start (and so in
+the seed) or arrives after it (and so in the streaming count), never both. A side that
+cannot be seeded says why (``Seed.source`` ``live only``, ``Seed.note``), never a silent
+n 0.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Final, Literal
 
 import numpy as np
 
 from streams.engine.config import DIMENSIONS
+from streams.engine.dimensions import OTHER, DimensionCodes
 from streams.engine.metrics import NCOLS, FloatArray, Score, score
+from streams.engine.store import Granularity, SeriesRegistry
+
+Source = Literal["state", "live only", "mixed"]
+SIDES: Final = ("baseline", "study")
+_GRAIN_NAMES: Final = {"day": "daily", "week": "weekly", "month": "monthly",
+                       "quarter": "quarterly"}
+LEGACY_NOTE: Final = ("started before studies were seeded from the state: counts only "
+                      "answers that arrived after it started")
 
 
 class PulseError(ValueError):
@@ -23,6 +45,39 @@ class PulseError(ValueError):
         super().__init__(f"{field_name}: {reason}")
         self.field = field_name
         self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Seed:
+    """How one side of a study (its baseline or its span) took the answers that were in
+    the state when it started, and the span it counts over.
+
+    - ``source``: ``state`` when the answers already in the state are in it (summed
+      from the buckets, or there were none in its span yet), ``live only`` when it
+      counts only answers that arrive after the start (``note`` says why), ``mixed``
+      on a merged view whose partitions did not seed alike (``note`` says how).
+    - ``granularity``: the buckets summed (``3600s``, ``day``, ...); None when nothing
+      was summed (no answer in the state fell in the span).
+    - ``start``, ``end``: the span counted, epoch seconds, [start, end): the asked span,
+      or the whole buckets covering it when the state could not split a bucket at its
+      bounds (``exact`` False); answers arriving later count over the same span.
+    """
+
+    source: Source
+    start: int
+    end: int
+    granularity: str | None = None
+    exact: bool = True
+    note: str | None = None
+
+    def state(self) -> list[Any]:
+        """Snapshot as a plain list."""
+        return [self.source, self.start, self.end, self.granularity, self.exact, self.note]
+
+    @classmethod
+    def from_state(cls, s: Sequence[Any]) -> Seed:
+        """Restore a snapshot taken by ``state``."""
+        return cls(s[0], int(s[1]), int(s[2]), s[3], bool(s[4]), s[5])
 
 
 @dataclass(slots=True)
@@ -40,6 +95,9 @@ class PulseStudy:
     ended_at: int | None = None
     study: dict[str, FloatArray] = field(default_factory=dict)
     baseline: dict[str, FloatArray] = field(default_factory=dict)
+    seeds: dict[str, Seed] = field(default_factory=dict)
+    """Per side (``baseline``, ``study``), how it took the state at the start; empty
+    for a study restored from a snapshot taken before seeding existed (live only)."""
 
     def __post_init__(self) -> None:
         for dim, values in self.filter.items():
@@ -57,6 +115,21 @@ class PulseStudy:
     def active(self) -> bool:
         """Whether the study still counts events."""
         return self.ended_at is None
+
+    def seed_of(self, side: str) -> Seed:
+        """How ``side`` (``baseline`` or ``study``) took the state at the start."""
+        found = self.seeds.get(side)
+        if found is not None:
+            return found
+        lo, hi = (self.baseline_start, self.baseline_end) if side == "baseline" \
+            else (self.start, self.end)
+        return Seed("live only", lo, hi, note=LEGACY_NOTE)
+
+    def ranges(self) -> tuple[tuple[str, int, int], tuple[str, int, int]]:
+        """(side, start, end) of the spans answers count in as they arrive."""
+        study, baseline = self.seed_of("study"), self.seed_of("baseline")
+        return (("study", study.start, study.end),
+                ("baseline", baseline.start, baseline.end))
 
     def add(self, target: str, metrics: list[str], vectors: FloatArray) -> None:
         """Add per-event vectors to the study or its baseline, per metric."""
@@ -86,11 +159,13 @@ class PulseStudy:
             "ended_at": self.ended_at,
             "study": {m: v.tobytes() for m, v in self.study.items()},
             "baseline": {m: v.tobytes() for m, v in self.baseline.items()},
+            "seeds": {side: s.state() for side, s in self.seeds.items()},
         }
 
     @classmethod
     def from_state(cls, s: dict[str, Any]) -> PulseStudy:
-        """Restore a snapshot taken by ``state``."""
+        """Restore a snapshot taken by ``state`` (one without ``seeds`` too: a study
+        started before seeding existed, live only)."""
         def arrays(d: dict[str, bytes]) -> dict[str, FloatArray]:
             return {m: np.frombuffer(b, dtype=np.float64).copy() for m, b in d.items()}
 
@@ -98,21 +173,180 @@ class PulseStudy:
             s["pulse_id"], s["name"], {k: tuple(v) for k, v in s["filter"].items()},
             s["start"], s["end"], s["baseline_start"], s["baseline_end"], s["created_at"],
             s["ended_at"], arrays(s["study"]), arrays(s["baseline"]),
+            {side: Seed.from_state(v) for side, v in s.get("seeds", {}).items()},
         )
+
+
+# -- seeding from the state -------------------------------------------------------------
+
+
+def _iso(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _grain(name: str) -> str:
+    """``3600s`` -> hourly, ``60s`` -> minute, ``day`` -> daily."""
+    if name in _GRAIN_NAMES:
+        return _GRAIN_NAMES[name]
+    seconds = int(name.rstrip("s"))
+    for unit, size in (("hourly", 3600), ("minute", 60)):
+        if seconds == size:
+            return unit
+    return f"{name}"
+
+
+def _edges(gran: Granularity, bucket: int) -> tuple[int, int]:
+    start, end = gran.bucketing.bounds(bucket)
+    return int(start.timestamp()), int(end.timestamp())
+
+
+def _bucket(gran: Granularity, seconds: int) -> int:
+    return int(gran.bucketing.ids(np.array([seconds], dtype=np.int64))[0])
+
+
+def filter_series(filter: Mapping[str, tuple[str, ...]], scopes: Sequence[tuple[str, ...]],
+                  dims: Mapping[str, DimensionCodes], series: SeriesRegistry,
+                  metrics: Sequence[str]) -> tuple[list[tuple[str, int]], str | None]:
+    """(metric, series id) of every series a pulse filter sums (several values of a
+    dimension: each value's series), or why the state cannot answer the filter: its
+    dimensions are not a configured scope, or a value may have been folded into
+    ``other`` past the dimension's cap (so its answers are not its own series)."""
+    order = sorted(filter, key=lambda d: DIMENSIONS.index(d) if d in DIMENSIONS else 99)
+    scope = tuple(order)
+    if scope not in scopes:
+        listed = ", ".join(" x ".join(s) if s else "overall" for s in scopes)
+        asked = " x ".join(scope) or "nothing (the overall scope)"
+        return [], (f"the filter groups by {asked}, which is not a configured scope "
+                    f"(scopes: {listed}): the state keeps no series for it, so the "
+                    "study counts only answers that arrive after it started")
+    for dim in scope:
+        reg = dims[dim]
+        if not reg.folded:
+            continue
+        unsure = [v for v in filter[dim] if v == OTHER or reg.known(v) is None]
+        if unsure:
+            return [], (f"{dim} has folded values past its cap of {reg.cap} into "
+                        f"{OTHER!r}, so the state cannot tell answers with "
+                        f"{', '.join(map(repr, unsure))} apart: the study counts only "
+                        "answers that arrive after it started")
+    combos: list[tuple[str, ...]] = [()]
+    for dim in scope:
+        combos = [c + (v,) for c in combos for v in dict.fromkeys(filter[dim])]
+    found = []
+    for metric in metrics:
+        for values in combos:
+            sid = series.get((scope, values, metric))
+            if sid is not None:
+                found.append((metric, sid))
+    return found, None
+
+
+def seed_side(side: str, lo: int, hi: int, watermark: int | None,
+              granularities: Mapping[str, Granularity], sids: Sequence[tuple[str, int]],
+              why_not: str | None) -> tuple[Seed, dict[str, FloatArray]]:
+    """How one side over [lo, hi) takes the state at the start, and what it takes.
+
+    ``granularities`` in order, finest first; ``sids``: (metric, series id) of every
+    series the filter sums; ``why_not``: why the filter cannot be read from the state
+    (None: it can). The granularity is the finest that keeps the side's first bucket
+    whose edges fall on the bounds (an end after the watermark needs no edge: no answer
+    in the state lies past it), else the finest that keeps it, counted over the whole
+    buckets that cover the span (``exact`` False, said in ``note``).
+    """
+    if why_not is not None:
+        return Seed("live only", lo, hi, note=why_not), {}
+    if watermark is None or lo > watermark:
+        return Seed("state", lo, hi), {}  # no answer in the state falls in the span
+    keepers: list[tuple[str, Granularity, int, int, bool]] = []
+    oldest = ("", lo)  # the coarsest granularity and its oldest bucket's start
+    for name, gran in granularities.items():
+        newest = _bucket(gran, watermark)
+        first, last = _bucket(gran, lo), _bucket(gran, hi - 1)
+        kept_from = newest - gran.keep + 1
+        oldest = (name, _edges(gran, kept_from)[0])
+        if first < kept_from:
+            continue
+        exact = _edges(gran, first)[0] == lo and (hi > watermark or _edges(gran, last)[1] == hi)
+        keepers.append((name, gran, first, min(last, newest), exact))
+    if not keepers:
+        return Seed("live only", lo, hi, note=(
+            f"the {side} span starts {_iso(lo)}, before anything the state keeps (the "
+            f"{_grain(oldest[0])} buckets, the longest kept, go back to {_iso(oldest[1])}): "
+            f"it counts only answers that arrive after the study started")), {}
+    name, gran, first, last, exact = next((k for k in keepers if k[4]), keepers[0])
+    book: dict[str, FloatArray] = {}
+    for bucket in range(first, last + 1):
+        table = gran.tables.get(bucket)
+        if table is None:
+            continue
+        for metric, sid in sids:
+            row = table.vector(sid)
+            if row is None:
+                continue
+            acc = book.get(metric)
+            if acc is None:
+                acc = book[metric] = np.zeros(NCOLS, dtype=np.float64)
+            acc += row
+    if exact:
+        return Seed("state", lo, hi, name), book
+    start = _edges(gran, _bucket(gran, lo))[0]
+    end = hi if hi > watermark else _edges(gran, _bucket(gran, hi - 1))[1]
+    return Seed("state", start, end, name, exact=False, note=(
+        f"approximated to whole {_grain(name)} buckets: the {side} counts answers from "
+        f"{_iso(start)} to {_iso(end)} (asked: {_iso(lo)} to {_iso(hi)}), those in the "
+        f"state before the start and those that arrive after it")), book
+
+
+def seed(study: PulseStudy, watermark: int | None, granularities: Mapping[str, Granularity],
+         sids: Sequence[tuple[str, int]], why_not: str | None) -> None:
+    """Seed both sides of a new study from the state (``seed_side``)."""
+    for side, lo, hi in (("baseline", study.baseline_start, study.baseline_end),
+                         ("study", study.start, study.end)):
+        found, book = seed_side(side, lo, hi, watermark, granularities, sids, why_not)
+        study.seeds[side] = found
+        study.add(side, list(book), np.array(list(book.values())).reshape(-1, NCOLS))
+
+
+# -- merging partitions -----------------------------------------------------------------
+
+
+def _merge_seeds(seeds: list[Seed]) -> Seed:
+    """One side's seeds from several partitions as one: the same when they agree (a
+    partition that had nothing to sum agrees with any granularity), else ``mixed`` with
+    a note saying how they differ."""
+    summed = [s for s in seeds if s.granularity is not None]
+    first = summed[0] if summed else seeds[0]
+    if all(s.source == first.source and s.start == first.start and s.end == first.end
+           and s.granularity in (None, first.granularity) for s in seeds):
+        return first
+    kinds: dict[str, int] = {}
+    for s in seeds:
+        how = s.source if s.granularity is None else (
+            f"{s.source} ({_grain(s.granularity)}, {_iso(s.start)} to {_iso(s.end)})")
+        kinds[how] = kinds.get(how, 0) + 1
+    told = "; ".join(f"{n} {how}" for how, n in kinds.items())
+    notes = sorted({s.note for s in seeds if s.note})
+    return Seed("mixed", first.start, first.end, first.granularity, False,
+                f"the partitions did not take the state alike: {told}"
+                + ("" if not notes else " — " + " / ".join(notes)))
 
 
 def merge_studies(parts: list[list[dict[str, Any]]]) -> dict[str, PulseStudy]:
     """Studies kept by several partitions of the input, as one set of studies.
 
     ``parts`` holds each partition's ``PulseStudy.state()`` list, in partition order.
-    Counts add up; the definition is the first partition's (every partition applied the
+    Counts add up (each partition seeded from its own buckets, so the seeds add up to
+    one engine's); the definition is the first partition's (every partition applied the
     same command); a study has ended once every partition that has it has ended it,
-    and was created at the earliest of their creation times.
+    and was created at the earliest of their creation times; its seeds are the
+    partitions' when they agree, else ``mixed`` with how they differ.
     """
     merged: dict[str, PulseStudy] = {}
+    seeds: dict[str, list[PulseStudy]] = {}
     for states in parts:
         for state in states:
             part = PulseStudy.from_state(state)
+            seeds.setdefault(part.pulse_id, []).append(part)
             have = merged.get(part.pulse_id)
             if have is None:
                 merged[part.pulse_id] = part
@@ -128,4 +362,8 @@ def merge_studies(parts: list[list[dict[str, Any]]]) -> dict[str, PulseStudy]:
                         book[metric] = book[metric] + vector
                     else:
                         book[metric] = vector
+    for pulse_id, studies in seeds.items():
+        if len(studies) > 1:
+            merged[pulse_id].seeds = {side: _merge_seeds([s.seed_of(side) for s in studies])
+                                      for side in SIDES}
     return merged
