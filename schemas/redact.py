@@ -11,11 +11,12 @@ what the policy removes.
 What counts as a phone number errs on the side of privacy: a run of at least 7 digits,
 of any script (ASCII, Persian ``۰-۹``, Arabic-Indic ``٠-٩``, ...), that may start with
 ``+``, ``00`` or ``(`` and be grouped by spaces, hyphens, dots, slashes or brackets —
-``+354 555 1234``, ``+1 (555) 123-4567``, ``0049 30 1234567``, ``۰۹۱۲ ۳۴۵ ۶۷۸۹`` —
-unless it is written as a date (``2026-01-05``, ``05.01.2026``). A long order number
-is masked too. Digits inside a word (``cus-00042117`` stays: ``-`` joins it to ``cus``;
-``abc1234567`` stays) are not. An e-mail address is ``local@domain`` with the letters of
-any script on both sides (``jón@dæmi.is`` is masked).
+``+354 555 1234``, ``+1 (555) 123-4567``, ``0049 30 1234567``, ``۰۹۱۲ ۳۴۵ ۶۷۸۹``,
+``电话13812345678`` — unless it is written as a date (``2026-01-05``, ``05.01.2026``). A
+long order number is masked too. Digits in an identifier (``cus-00042117`` stays: ``-``
+joins it to ``cus``; ``abc1234567`` stays) are not. An e-mail address is
+``local@domain`` with the letters of any script on both sides (``jón@dæmi.is`` is
+masked).
 """
 
 from __future__ import annotations
@@ -36,8 +37,13 @@ _EMAIL: Final = re.compile(rf"(?<![{_LOCAL}])[{_LOCAL}]++@[\w-]+(?:\.[\w-]+)*")
 run taken whole (possessive), so a long comment costs linear time, not quadratic."""
 _SEPARATORS: Final = " \u00a0\u202f\u2009\\-\u2010\u2011\u2012\u2013./()"
 _PHONE: Final = re.compile(
-    rf"(?<![\w+@-])(?:\+|\()?\d[\d{_SEPARATORS}]*\d(?:\))?(?![\w@])")
-"""Candidates: a digit run with separators, not inside a word; ``_phone`` decides."""
+    rf"[+(\d](?<![A-Za-z_+@\-\d].)[\d{_SEPARATORS}]*\d\)?(?![A-Za-z_@\d])")
+"""Candidates: ``+``, ``(`` or a digit, then digits and separators up to a digit, not
+part of an identifier (no ASCII letter, ``_``, ``-``, ``+``, ``@`` or digit right before
+it; no ASCII letter, ``_``, ``@`` or digit right after it); ``_phone`` decides. Starting
+with a character class lets the engine skip to candidates (a lookbehind first would be
+tried at every position). Letters of other scripts may touch it: Chinese,
+Japanese or Thai write a number straight after a word (``电话13812345678``)."""
 _DATE: Final = re.compile(
     r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}")
 _DIGIT: Final = re.compile(r"\d")

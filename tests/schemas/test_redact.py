@@ -73,6 +73,16 @@ def test_phone_numbers_are_masked_in_any_digits(phone: str) -> None:
     assert redact(f"شماره من {phone} است") == f"شماره من {PHONE_MASK} است"
 
 
+@pytest.mark.parametrize(("text", "expected"), [
+    ("我的电话是13812345678，谢谢", f"我的电话是{PHONE_MASK}，谢谢"),
+    ("電話は090-1234-5678です", f"電話は{PHONE_MASK}です"),
+    ("โทร0812345678ค่ะ", f"โทร{PHONE_MASK}ค่ะ"),
+    ("메일은 kim@example.kr 입니다", f"메일은 {EMAIL_MASK} 입니다"),
+])
+def test_scripts_without_spaces_before_numbers(text: str, expected: str) -> None:
+    assert redact(text) == expected
+
+
 @pytest.mark.parametrize("text", UNCHANGED)
 def test_text_without_e_mails_or_phones_is_unchanged(text: str) -> None:
     assert redact(text) == text
