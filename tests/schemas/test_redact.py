@@ -100,11 +100,12 @@ _NUMBERS = st.text(alphabet=st.characters(categories=["Nd"]), min_size=1, max_si
 @st.composite
 def _plain_text(draw: st.DrawFn) -> str:
     """Text in any scripts with numbers of at most 4 digits, each number separated from
-    the next by a word with a letter in it: no e-mail, no phone number."""
+    the next by a word with a letter in it, spaced or not: no e-mail, no phone number."""
+    space = st.sampled_from(["", " "])
     parts = [draw(_WORDS)]
     for _ in range(draw(st.integers(0, 8))):
         if draw(st.booleans()):
-            parts += [" ", draw(_NUMBERS), " ", draw(_WORDS)]
+            parts += [draw(space), draw(_NUMBERS), draw(space), draw(_WORDS)]
         else:
             parts.append(draw(_WORDS))
     return "".join(parts)
