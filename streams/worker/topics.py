@@ -21,7 +21,10 @@ An existing topic with a layout the worker cannot work with is an error that say
 to do: state is kept per input partition, so the input, partials and changelog topics
 must have exactly ``topic_partitions`` partitions; compacted topics must compact and
 must not delete (that would drop latest values); the input must not compact (that
-would drop events). Other differences (retention, replication) are logged.
+would drop events). The retention of topics that delete (``retention.ms``,
+``retention.bytes``, ``segment.bytes``) is set to the settings' on existing topics too
+(with ``create_topics``; else logged), so a shorter retention configured later applies.
+Other differences (replication) are left as they are.
 """
 
 from __future__ import annotations
@@ -149,6 +152,8 @@ def ensure_topics(settings: WorkerSettings, *, timeout: float = 30.0) -> list[st
             if spec.name in existing:
                 problems += _check(spec, existing[spec.name], configs.get(spec.name, {}),
                                    settings)
+        drifts = {spec.name: drift for spec in specs if spec.name in existing
+                  if (drift := retention_drift(spec, configs.get(spec.name, {})))}
         if problems:
             raise TopicLayoutError(
                 "Kafka topics do not fit this worker's settings:\n  - "
@@ -156,6 +161,7 @@ def ensure_topics(settings: WorkerSettings, *, timeout: float = 30.0) -> list[st
                 + "\nFix the settings (TOUCHSTREAM_TOPIC_*) or the topics; a topic's "
                   "partition count cannot shrink, and changing it for the input means "
                   "re-partitioning the state (new app id and fresh internal topics).")
+        _apply_retention(admin, settings, drifts, configs)
         return created
     finally:
         admin.close()
@@ -208,13 +214,53 @@ def _check(spec: TopicSpec, partitions: int, config: dict[str, str],
         problems.append(f"topic {spec.name!r} ({spec.role}) must not be compacted "
                         f"(compaction would drop records), it has "
                         f"cleanup.policy={','.join(sorted(policy))}")
-    for key in ("retention.ms", "retention.bytes"):
-        wanted = spec.config.get(key)
-        if wanted is not None and config.get(key) not in (None, wanted):
-            log.warning("topic %s has %s=%s, settings say %s (an existing topic keeps its "
-                        "own: kafka-configs --alter to apply them)", spec.name, key,
-                        config.get(key), wanted)
     return problems
+
+
+RETENTION_KEYS = ("retention.ms", "retention.bytes", "segment.bytes")
+"""What bounds a topic that deletes: the worker keeps these as its settings say."""
+
+
+def retention_drift(spec: TopicSpec, config: dict[str, str]) -> dict[str, str]:
+    """The retention settings of a topic that deletes which its broker configuration
+    (``config``) does not have: key to the value the settings give."""
+    if spec.cleanup != "delete":
+        return {}
+    return {key: wanted for key in RETENTION_KEYS
+            if (wanted := spec.config.get(key)) is not None and config.get(key) != wanted}
+
+
+def _apply_retention(admin: KafkaAdminClient, settings: WorkerSettings,
+                     drifts: dict[str, dict[str, str]],
+                     configs: dict[str, dict[str, str]]) -> None:
+    """Bring existing topics' retention to the settings (incrementally: other keys stay
+    as they are), so that a shorter retention configured later applies to the topics
+    already there; without ``create_topics`` (someone else manages the topics) only say
+    what differs. A refusal (an ACL) is logged: it does not stop the worker."""
+    for name, drift in drifts.items():
+        was = {key: configs.get(name, {}).get(key) for key in drift}
+        if not settings.create_topics:
+            log.warning("topic %s has %s, settings say %s (TOUCHSTREAM_CREATE_TOPICS is off: "
+                        "left as it is)", name, was, drift)
+            continue
+        try:
+            result = admin.alter_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, name, configs=dict(drift))])
+            errors = [r for r in _results(result) if getattr(r, "errno", 0)]
+            if errors:
+                raise RuntimeError(", ".join(map(str, errors)))
+        except Exception as exc:  # noqa: BLE001 - the broker may refuse: say so, go on
+            log.warning("topic %s: could not set %s (it has %s): %s", name, drift, was, exc)
+            continue
+        log.info("topic %s: retention set to %s (was %s)", name, drift, was)
+
+
+def _results(result: Any) -> list[Any]:
+    """The per-resource outcomes in ``alter_configs``'s answer, whatever its shape."""
+    if isinstance(result, dict):
+        return [outcome for by_name in result.values()
+                for outcome in (by_name.values() if isinstance(by_name, dict) else [by_name])]
+    return []
 
 
 def faust_topic(app: Any, name: str, partitions: int) -> Any:

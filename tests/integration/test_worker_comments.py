@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from kafka import TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 from worker_support import (
@@ -229,3 +231,41 @@ async def test_dead_letters_the_broker_deleted_are_counted(kafka_bootstrap: str,
     (family,) = collector.collect()
     assert family.name == "touchstream_dead_letters_expired"
     assert family.samples[0].value == gone
+
+
+def test_a_shorter_retention_configured_later_applies_to_existing_topics(
+        kafka_bootstrap: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    name = f"ret2-{uuid.uuid4().hex[:8]}"
+    before = worker_settings(kafka_bootstrap, name, tmp_path, input_topic=f"{name}-in",
+                             partitions=2)
+    ensure_topics(before)
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:  # something an operator set by hand stays
+        admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, before.topic_dlq,
+                                            configs={"min.insync.replicas": "1",
+                                                     "max.message.bytes": "2000000"})])
+    finally:
+        admin.close()
+    after = before.model_copy(update={"touchpoints_retention_ms": 3_600_000,
+                                      "dlq_retention_ms": 7_200_000,
+                                      "dlq_retention_bytes": 64 << 20})
+    with caplog.at_level(logging.INFO, logger="streams.worker.topics"):
+        assert ensure_topics(after) == []
+    configs = _configs(kafka_bootstrap, [after.topic_touchpoints, after.topic_dlq])
+    assert configs[after.topic_touchpoints]["retention.ms"] == "3600000"
+    share = dlq_size_config(64 << 20, after.dead_letter_partitions)
+    assert (configs[after.topic_dlq]["retention.ms"], configs[after.topic_dlq]["retention.bytes"],
+            configs[after.topic_dlq]["segment.bytes"]) == (
+        "7200000", share["retention.bytes"], share["segment.bytes"])
+    assert configs[after.topic_dlq]["max.message.bytes"] == "2000000"
+    assert "could not set" not in caplog.text
+    assert f"topic {after.topic_dlq}: retention set to" in caplog.text
+    # Without create_topics the worker leaves them and says so.
+    hands_off = after.model_copy(update={"create_topics": False,
+                                         "touchpoints_retention_ms": 60_000})
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="streams.worker.topics"):
+        ensure_topics(hands_off)
+    assert "TOUCHSTREAM_CREATE_TOPICS is off" in caplog.text
+    assert _configs(kafka_bootstrap, [after.topic_touchpoints])[
+        after.topic_touchpoints]["retention.ms"] == "3600000"
