@@ -91,7 +91,27 @@ def pulse_view(study: PulseStudy) -> dict[str, Any]:
         "baseline_end": iso(study.baseline_end),
         "state": "running" if study.active else "ended",
         "ended_at": iso(study.ended_at),
+        **seed_view(study),
         "results": results,
+    }
+
+
+def seed_view(study: PulseStudy) -> dict[str, Any]:
+    """How a study's baseline and span took the answers already in the state when it
+    started: ``baseline_source`` (``state``: they are in it; ``live only``: only answers
+    that arrived after the start, ``baseline_note`` says why; ``mixed``: partitions
+    differed), the same for the study's span, and per side the span counted (the asked
+    one, or the whole buckets covering it when ``exact`` is false) and the buckets summed
+    (``granularity``: ``60s``, ``3600s``, ``day`` ...; null when nothing was summed)."""
+    baseline, current = study.seed_of("baseline"), study.seed_of("study")
+    return {
+        "baseline_source": baseline.source,
+        "baseline_note": baseline.note,
+        "study_source": current.source,
+        "study_note": current.note,
+        "counted": {side: {"start": iso(seed.start), "end": iso(seed.end),
+                           "granularity": seed.granularity, "exact": seed.exact}
+                    for side, seed in (("baseline", baseline), ("study", current))},
     }
 
 

@@ -53,7 +53,10 @@ def _seconds(at: datetime) -> int:
     409: {"description": "Id exists"}, 422: {"description": "Invalid study"}})
 async def start_pulse(body: PulseIn, runner: RunnerDep, response: Response,
                       _: AdminKey) -> dict[str, Any]:
-    """Start a study; it counts matching events inside its span and baseline span."""
+    """Start a study; it counts matching events inside its span and baseline span:
+    those already in the state when its filter is a configured scope
+    (``baseline_source``: ``state``), else only those that arrive from now on
+    (``live only``, with ``baseline_note`` saying why)."""
     pulse_id = body.pulse_id or uuid.uuid4().hex[:12]
     request = PulseRequest(
         pulse_id, body.name, body.filter, _seconds(body.start), _seconds(body.end),
@@ -75,7 +78,9 @@ async def start_pulse(body: PulseIn, runner: RunnerDep, response: Response,
                 "start": body.start.isoformat(), "end": body.end.isoformat(),
                 "baseline_start": body.baseline_start.isoformat(),
                 "baseline_end": body.baseline_end.isoformat(), "state": "starting",
-                "ended_at": None, "results": []}
+                "ended_at": None, "baseline_source": None,
+                "baseline_note": "not applied yet: the workers have not reached the study",
+                "study_source": None, "study_note": None, "counted": None, "results": []}
     return found
 
 
