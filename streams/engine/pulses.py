@@ -229,16 +229,11 @@ def filter_series(filter: Mapping[str, tuple[str, ...]], scopes: Sequence[tuple[
                         f"{OTHER!r}, so the state cannot tell answers with "
                         f"{', '.join(map(repr, unsure))} apart: the study counts only "
                         "answers that arrive after it started")
-    combos: list[tuple[str, ...]] = [()]
-    for dim in scope:
-        combos = [c + (v,) for c in combos for v in dict.fromkeys(filter[dim])]
-    found = []
-    for metric in metrics:
-        for values in combos:
-            sid = series.get((scope, values, metric))
-            if sid is not None:
-                found.append((metric, sid))
-    return found, None
+    allowed = [set(filter[dim]) for dim in scope]
+    known = set(metrics)
+    return [(metric, sid) for sid, (dims_, values, metric) in enumerate(series.keys)
+            if dims_ == scope and metric in known
+            and all(v in a for v, a in zip(values, allowed, strict=True))], None
 
 
 def seed_side(side: str, lo: int, hi: int, watermark: int | None,
@@ -274,19 +269,23 @@ def seed_side(side: str, lo: int, hi: int, watermark: int | None,
             f"{_grain(oldest[0])} buckets, the longest kept, go back to {_iso(oldest[1])}): "
             f"it counts only answers that arrive after the study started")), {}
     name, gran, first, last, exact = next((k for k in keepers if k[4]), keepers[0])
-    book: dict[str, FloatArray] = {}
-    for bucket in range(first, last + 1):
+    names = sorted({metric for metric, _ in sids})
+    pairs = sorted((sid, names.index(metric)) for metric, sid in sids)
+    chosen = np.array([sid for sid, _ in pairs], dtype=np.int64)
+    metric_of = np.array([m for _, m in pairs], dtype=np.int64)
+    sums = np.zeros((len(names), NCOLS), dtype=np.float64)
+    seen = np.zeros(len(names), dtype=np.bool_)
+    for bucket in range(first, last + 1) if len(chosen) else ():
         table = gran.tables.get(bucket)
-        if table is None:
+        if table is None or not len(table):
             continue
-        for metric, sid in sids:
-            row = table.vector(sid)
-            if row is None:
-                continue
-            acc = book.get(metric)
-            if acc is None:
-                acc = book[metric] = np.zeros(NCOLS, dtype=np.float64)
-            acc += row
+        ids = table.series[: len(table)]
+        rows = np.flatnonzero(np.isin(ids, chosen))
+        if len(rows):
+            of = metric_of[np.searchsorted(chosen, ids[rows])]
+            np.add.at(sums, of, table.data[rows])
+            seen[of] = True
+    book = {name: sums[i] for i, name in enumerate(names) if seen[i]}
     if exact:
         return Seed("state", lo, hi, name), book
     start = _edges(gran, _bucket(gran, lo))[0]
