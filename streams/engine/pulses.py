@@ -56,8 +56,8 @@ class Seed:
       from the buckets, or there were none in its span yet), ``live only`` when it
       counts only answers that arrive after the start (``note`` says why), ``mixed``
       on a merged view whose partitions did not seed alike (``note`` says how).
-    - ``granularity``: the buckets summed (``3600s``, ``day``, ...); None when nothing
-      was summed (no answer in the state fell in the span).
+    - ``granularity``: the buckets the side is summed from (``60s``, ``3600s``, ``day``,
+      ...), whether or not the state held answers in its span yet; None when live only.
     - ``start``, ``end``: the span counted, epoch seconds, [start, end): the asked span,
       or the whole buckets covering it when the state could not split a bucket at its
       bounds (``exact`` False); answers arriving later count over the same span.
@@ -244,40 +244,57 @@ def seed_side(side: str, lo: int, hi: int, watermark: int | None,
     ``granularities`` in order, finest first; ``sids``: (metric, series id) of every
     series the filter sums; ``why_not``: why the filter cannot be read from the state
     (None: it can). The granularity is the finest that keeps the side's first bucket
-    whose edges fall on the bounds (an end after the watermark needs no edge: no answer
-    in the state lies past it), else the finest that keeps it, counted over the whole
-    buckets that cover the span (``exact`` False, said in ``note``).
+    (at ``watermark``; an empty state keeps everything) whose edges fall on both
+    bounds, else the finest that keeps it, the side then counting over the whole
+    buckets that cover its span (``exact`` False, said in ``note``).
+
+    The plan depends on the span and on which granularities keep it, not on whether
+    the state already holds answers in it: engines that kept the same buckets (the
+    input partitions of one deployment, one engine fed all of their events) plan
+    alike, so their seeds add up to one engine's.
     """
     if why_not is not None:
         return Seed("live only", lo, hi, note=why_not), {}
-    if watermark is None or lo > watermark:
-        return Seed("state", lo, hi), {}  # no answer in the state falls in the span
-    keepers: list[tuple[str, Granularity, int, int, bool]] = []
+    keepers: list[tuple[str, Granularity, bool]] = []
     oldest = ("", lo)  # the coarsest granularity and its oldest bucket's start
     for name, gran in granularities.items():
-        newest = _bucket(gran, watermark)
-        first, last = _bucket(gran, lo), _bucket(gran, hi - 1)
-        kept_from = newest - gran.keep + 1
-        oldest = (name, _edges(gran, kept_from)[0])
-        if first < kept_from:
-            continue
-        exact = _edges(gran, first)[0] == lo and (hi > watermark or _edges(gran, last)[1] == hi)
-        keepers.append((name, gran, first, min(last, newest), exact))
+        first = _bucket(gran, lo)
+        if watermark is not None:
+            kept_from = _bucket(gran, watermark) - gran.keep + 1
+            oldest = (name, _edges(gran, kept_from)[0])
+            if first < kept_from:
+                continue
+        exact = _edges(gran, first)[0] == lo and _edges(gran, _bucket(gran, hi - 1))[1] == hi
+        keepers.append((name, gran, exact))
     if not keepers:
         return Seed("live only", lo, hi, note=(
             f"the {side} span starts {_iso(lo)}, before anything the state keeps (the "
             f"{_grain(oldest[0])} buckets, the longest kept, go back to {_iso(oldest[1])}): "
             f"it counts only answers that arrive after the study started")), {}
-    name, gran, first, last, exact = next((k for k in keepers if k[4]), keepers[0])
+    name, gran, exact = next((k for k in keepers if k[2]), keepers[0])
+    first, last = _bucket(gran, lo), _bucket(gran, hi - 1)
+    book = _sum(gran, first, last, sids) if watermark is not None and \
+        _edges(gran, first)[0] <= watermark else {}
+    if exact:
+        return Seed("state", lo, hi, name), book
+    start, end = _edges(gran, first)[0], _edges(gran, last)[1]
+    return Seed("state", start, end, name, exact=False, note=(
+        f"approximated to whole {_grain(name)} buckets: the {side} counts answers from "
+        f"{_iso(start)} to {_iso(end)} (asked: {_iso(lo)} to {_iso(hi)}), those in the "
+        f"state before the start and those that arrive after it")), book
+
+
+def _sum(gran: Granularity, first: int, last: int,
+         sids: Sequence[tuple[str, int]]) -> dict[str, FloatArray]:
+    """Per metric, the rows of series ``sids`` summed over buckets ``first..last``."""
     names = sorted({metric for metric, _ in sids})
     pairs = sorted((sid, names.index(metric)) for metric, sid in sids)
     chosen = np.array([sid for sid, _ in pairs], dtype=np.int64)
     metric_of = np.array([m for _, m in pairs], dtype=np.int64)
     sums = np.zeros((len(names), NCOLS), dtype=np.float64)
     seen = np.zeros(len(names), dtype=np.bool_)
-    for bucket in range(first, last + 1) if len(chosen) else ():
-        table = gran.tables.get(bucket)
-        if table is None or not len(table):
+    for bucket, table in gran.tables.items() if len(chosen) else ():
+        if not first <= bucket <= last or not len(table):
             continue
         ids = table.series[: len(table)]
         rows = np.flatnonzero(np.isin(ids, chosen))
@@ -285,15 +302,7 @@ def seed_side(side: str, lo: int, hi: int, watermark: int | None,
             of = metric_of[np.searchsorted(chosen, ids[rows])]
             np.add.at(sums, of, table.data[rows])
             seen[of] = True
-    book = {name: sums[i] for i, name in enumerate(names) if seen[i]}
-    if exact:
-        return Seed("state", lo, hi, name), book
-    start = _edges(gran, _bucket(gran, lo))[0]
-    end = hi if hi > watermark else _edges(gran, _bucket(gran, hi - 1))[1]
-    return Seed("state", start, end, name, exact=False, note=(
-        f"approximated to whole {_grain(name)} buckets: the {side} counts answers from "
-        f"{_iso(start)} to {_iso(end)} (asked: {_iso(lo)} to {_iso(hi)}), those in the "
-        f"state before the start and those that arrive after it")), book
+    return {name: sums[i] for i, name in enumerate(names) if seen[i]}
 
 
 def seed(study: PulseStudy, watermark: int | None, granularities: Mapping[str, Granularity],
@@ -310,13 +319,12 @@ def seed(study: PulseStudy, watermark: int | None, granularities: Mapping[str, G
 
 
 def _merge_seeds(seeds: list[Seed]) -> Seed:
-    """One side's seeds from several partitions as one: the same when they agree (a
-    partition that had nothing to sum agrees with any granularity), else ``mixed`` with
-    a note saying how they differ."""
-    summed = [s for s in seeds if s.granularity is not None]
-    first = summed[0] if summed else seeds[0]
+    """One side's seeds from several partitions as one: the first when they agree (the
+    same source, span and granularity), else ``mixed`` with a note saying how they
+    differ (a partition whose state no longer kept the span's hours, say)."""
+    first = seeds[0]
     if all(s.source == first.source and s.start == first.start and s.end == first.end
-           and s.granularity in (None, first.granularity) for s in seeds):
+           and s.granularity == first.granularity for s in seeds):
         return first
     kinds: dict[str, int] = {}
     for s in seeds:

@@ -18,7 +18,7 @@ from schemas import TouchpointEvent
 from streams.engine.config import EngineConfig
 from streams.engine.engine import Engine
 from streams.engine.metrics import NCOLS
-from streams.engine.pulses import LEGACY_NOTE, PulseStudy, Seed
+from streams.engine.pulses import LEGACY_NOTE, PulseStudy, Seed, merge_studies
 
 HOUR = 3600
 DAY = 86_400
@@ -105,8 +105,12 @@ def test_a_baseline_last_week_counts_the_answers_in_the_state(week: list[Touchpo
     assert scores["csat"].n == len(csat) > 100
     assert scores["csat"].value == pytest.approx(
         sum(1 for e in csat if (e.value or 0) >= 4) / len(csat))
-    # The study starts now: nothing of it is in the state yet.
-    assert study.seeds["study"] == Seed("state", NOW, NOW + 7 * DAY)
+    # The study starts now, off the minute: nothing of it is in the state yet, but it
+    # counts from the whole minute, as every engine that keeps the minute would.
+    seed = study.seeds["study"]
+    assert (seed.source, seed.granularity, seed.exact) == ("state", "60s", False)
+    assert (seed.start, seed.end) == (NOW - NOW % 60, NOW + 7 * DAY - NOW % 60 + 60)
+    assert seed.note is not None and "approximated to whole minute buckets" in seed.note
     assert book(study, "study") == {}
 
 
@@ -265,3 +269,32 @@ def test_seeds_survive_a_snapshot_and_old_snapshots_restore(
     late = make_event(event_id="late-x", occurred_at=at(DAY0 + 5), channel="chat")
     old.ingest([late])
     assert old.pulses["p"].baseline["csat"][0] == engine.pulses["p"].baseline["csat"][0] + 1
+
+
+def test_engines_on_either_side_of_the_start_seed_what_one_engine_seeds(
+        week: list[TouchpointEvent]) -> None:
+    """Two partitions of the input, one whose newest answer is past the study's start
+    (off the minute) and one whose is not, plan alike: their seeds add up to one
+    engine's, the answers of the start's minute before it included."""
+    start = NOW - 20
+    split: dict[int, list[TouchpointEvent]] = {0: [], 1: []}
+    for e in week:
+        if e.occurred_at.timestamp() < start - 120:
+            split[len(e.event_id) % 2].append(e)
+    assert start % 60 == 3  # the start's minute began 3 s before it
+    edge = [make_event(event_id=f"edge-{i}", occurred_at=at(start + d), channel="chat")
+            for i, d in enumerate((-30, -2, -1, 10))]  # the minute before, this one
+    split[0] += edge
+    one = fed([*split[0], *split[1]])
+    parts = [fed(split[0]), fed(split[1])]
+    assert parts[1].watermark is not None and parts[1].watermark < start <= (
+        parts[0].watermark or 0)
+    spans = {"start": start, "end": NOW + DAY, "baseline_start": DAY0,
+             "baseline_end": DAY0 + 7 * DAY}
+    for engine in (one, *parts):
+        engine.start_pulse("p", "x", {"channel": ["chat"]}, **spans)
+    merged = merge_studies([[p.pulses["p"].state()] for p in parts])["p"]
+    assert merged.seeds == one.pulses["p"].seeds
+    for side in ("baseline", "study"):
+        assert book(merged, side) == book(one.pulses["p"], side)
+    assert book(one.pulses["p"], "study")["csat"][0] == 3  # the start's minute, whole

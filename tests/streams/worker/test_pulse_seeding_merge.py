@@ -142,7 +142,7 @@ def test_partitions_that_seeded_differently_say_so() -> None:
     a = PulseStudy("p", "x", {}, 100 * DAY, 101 * DAY, 90 * DAY, 91 * DAY, 100 * DAY)
     b = PulseStudy.from_state(a.state())
     a.seeds = {"baseline": Seed("state", 90 * DAY, 91 * DAY, "3600s"),
-               "study": Seed("state", 100 * DAY, 101 * DAY)}
+               "study": Seed("state", 100 * DAY, 101 * DAY, "60s")}
     b.seeds = {"baseline": Seed("live only", 90 * DAY, 91 * DAY, note="too old"),
                "study": Seed("state", 100 * DAY, 101 * DAY, "60s")}
     merged = merge_studies([[a.state()], [b.state()]])["p"]
