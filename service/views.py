@@ -102,7 +102,7 @@ def seed_view(study: PulseStudy) -> dict[str, Any]:
     that arrived after the start, ``baseline_note`` says why; ``mixed``: partitions
     differed), the same for the study's span, and per side the span counted (the asked
     one, or the whole buckets covering it when ``exact`` is false) and the buckets summed
-    (``granularity``: ``60s``, ``3600s``, ``day`` ...; null when nothing was summed)."""
+    (``granularity``: ``60s``, ``3600s``, ``day`` ...; null when live only)."""
     baseline, current = study.seed_of("baseline"), study.seed_of("study")
     return {
         "baseline_source": baseline.source,
