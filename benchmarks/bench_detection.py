@@ -432,8 +432,8 @@ def timing(n_series: int, evaluations: int, seed: int) -> tuple[float, float]:
             from tests.streams.detection.reference_sequential import reference_scan
 
             saved = sequential.scan
-            sequential.scan = lambda e, r, n, s, b: reference_scan(e, r, n, s,
-                                                                   sequential.Buckets(e))
+            sequential.scan = lambda e, r, n, s, b, t: reference_scan(
+                e, r, n, s, sequential.Buckets(e), t)
         try:
             started = time.perf_counter()
             detector.evaluate(engine, now)

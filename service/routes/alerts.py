@@ -66,8 +66,9 @@ async def detection(
     ``llr`` against its ``threshold``; ``evidence`` = their ratio, 1 pages), the drop
     size and start behind it, and ``decision_hours``, the time to a decision at the
     current volume if that drop is real and goes on. Closest to paging first."""
-    config = await runner.read_detector(lambda detector: detector.config)
-    items = await runner.read(lambda engine: detection_state(engine, config))
+    config, restarts = await runner.read_detector(lambda d: (d.config, d.restarts()))
+    items = await runner.read(lambda engine: detection_state(engine, config,
+                                                             restarts=restarts))
     items = [i for i in items if (rule is None or i["rule"] == rule)
              and (metric is None or i["metric"] == metric)
              and (holds is None or i.get("holds", False) == holds)]

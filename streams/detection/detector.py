@@ -127,9 +127,29 @@ class Detector:
         """The sequential rules' statistics (their thresholds need every rule's count of
         distinct series, ``DetectionConfig.false_pages_per_week``)."""
         buckets = sequential.Buckets(engine, self._closed_hours, self._closed_parts)
-        return {rule.name: sequential.scan(engine, rule, now, select_series(engine, rule),
-                                           buckets)
-                for rule in self.config.drops if rule.test == "sequential"}
+        restarts = self.restarts()
+        out = {}
+        for rule in self.config.drops:
+            if rule.test == "sequential":
+                sids = select_series(engine, rule)
+                out[rule.name] = sequential.scan(
+                    engine, rule, now, sids, buckets,
+                    restart_times(engine, sids, restarts.get(rule.name, {})))
+        return out
+
+    def restarts(self) -> dict[str, dict[SeriesKey, int]]:
+        """Per sequential rule and series, when its last page that has since resolved
+        fired: the series' CUSUM restarts there (``sequential.scan``), so one change
+        pages once, not each time its statistic crosses the threshold again."""
+        names = {r.name for r in self.config.drops if r.test == "sequential"}
+        out: dict[str, dict[SeriesKey, int]] = {}
+        for alert in self.alerts.recent:
+            if alert.rule in names and alert.firing_at is not None:
+                key: SeriesKey = (tuple(alert.scope), tuple(alert.scope.values()),
+                                  alert.metric)
+                mine = out.setdefault(alert.rule, {})
+                mine[key] = max(mine.get(key, alert.firing_at), alert.firing_at)
+        return out
 
     def _sequential(self, engine: Engine, rule: DropRule, now: int, dense: Dense,
                     found: sequential.Scan, distinct: int) -> dict[SeriesKey, Outcome]:
@@ -324,8 +344,23 @@ class Detector:
                     ds.evidence[key] = Evidence(**ev)
 
 
-def detection_state(engine: Engine, config: DetectionConfig,
-                    now: int | None = None) -> list[dict[str, Any]]:
+def restart_times(engine: Engine, sids: list[int],
+                  restarts: dict[SeriesKey, int]) -> FloatArray | None:
+    """``restarts`` as an array over ``sids`` (NaN: none), or None when there is none."""
+    if not restarts:
+        return None
+    out = np.full(len(sids), np.nan)
+    keys = engine.series.keys
+    for i, sid in enumerate(sids):
+        found = restarts.get(keys[sid])
+        if found is not None:
+            out[i] = found
+    return out
+
+
+def detection_state(engine: Engine, config: DetectionConfig, now: int | None = None,
+                    restarts: dict[str, dict[SeriesKey, int]] | None = None
+                    ) -> list[dict[str, Any]]:
     """Each series a sequential drop rule watches, where its evidence stands at ``now``
     (default the engine's watermark): the CUSUM and its threshold, their ratio
     (``evidence``: 1 pages), the drop size and start behind it, and ``decision_hours``,
@@ -333,14 +368,18 @@ def detection_state(engine: Engine, config: DetectionConfig,
     on (0: it holds; None: nothing accumulates). Recomputed from the buckets alone, as
     ``Detector.evaluate`` computes it (the same thresholds, the same distinct count), so
     every runner and replica answers the same. A series left out of the test says why
-    (``reason``: a copy of a coarser series, or no baseline yet)."""
+    (``reason``: a copy of a coarser series, or no baseline yet). ``restarts``:
+    ``Detector.restarts()``, where series' CUSUMs restarted after a page."""
     at = engine.watermark if now is None else now
     rules = [r for r in config.drops if r.test == "sequential"]
     if at is None or not rules:
         return []
     buckets = sequential.Buckets(engine)
-    scans = {r.name: sequential.scan(engine, r, at, select_series(engine, r), buckets)
-             for r in rules}
+    scans = {}
+    for r in rules:
+        sids = select_series(engine, r)
+        scans[r.name] = sequential.scan(engine, r, at, sids, buckets, restart_times(
+            engine, sids, (restarts or {}).get(r.name, {})))
     distinct = sum(int(found.tested.sum()) for found in scans.values())
     out: list[dict[str, Any]] = []
     keys = engine.series.keys

@@ -348,8 +348,15 @@ def _shrunk(llr: FloatArray, n: FloatArray, q: FloatArray,
     return found
 
 
-def scan(engine: Engine, rule: DropRule, now: int, sids: list[int], buckets: Buckets) -> Scan:
+def scan(engine: Engine, rule: DropRule, now: int, sids: list[int], buckets: Buckets,
+         restarts: FloatArray | None = None) -> Scan:
     """The sequential statistics of ``rule``'s series ``sids`` at ``now``.
+
+    ``restarts`` (per series, epoch seconds; NaN or absent: none) restarts a series'
+    CUSUM after a page, as a CUSUM is restarted after its alarm: only segments that
+    start after it count, so evidence that paged once does not page again when the
+    statistic hovers about its threshold (``Detector`` passes each series' last
+    resolved page; the run length the threshold is set for is between such restarts).
 
     The closed hours' part (``Hours``) is memoized in ``buckets.parts`` while it cannot
     change; each evaluation adds the minutes of the last two hours: a segment starting
@@ -385,6 +392,10 @@ def scan(engine: Engine, rule: DropRule, now: int, sids: list[int], buckets: Buc
     stat_h = _shrunk(stat_h, n_h, hours.q + 2.0 * cross + q_m[:, :1], out=stat_h)
     stat_m = _shrunk(llr_m, seg_n_m, q_m)  # (S, G, Km)
 
+    if restarts is not None:
+        _restart(stat_h, (lay.hour_first + np.arange(stat_h.shape[-1])) * HOUR, restarts)
+        _restart(stat_m, (lay.minute_first + np.arange(stat_m.shape[-1])) * MINUTE,
+                 restarts)
     best_h, best_m = stat_h.argmax(-1), stat_m.argmax(-1)  # (S, G)
     val_h = np.take_along_axis(stat_h, best_h[..., None], -1)[..., 0]
     val_m = np.take_along_axis(stat_m, best_m[..., None], -1)[..., 0]
@@ -393,7 +404,7 @@ def scan(engine: Engine, rule: DropRule, now: int, sids: list[int], buckets: Buc
     seg_n = np.where(minute, seg_n_m[rows, best_m], n_h[rows, best_h])
     start = np.where(minute, (lay.minute_first + best_m) * MINUTE,
                      (lay.hour_first + best_h) * HOUR)
-    top = np.maximum(np.where(minute, val_m, val_h), 0.0)
+    top = np.maximum(np.where(minute, val_m, val_h), 0.0)  # all ruled out: 0
     base_seconds = (lay.base_last - lay.base_first + 1) * HOUR
     mon_seconds = (lay.hour_last - lay.hour_first + 1) * HOUR + (now % HOUR) + HOUR
     volume = np.maximum(hours.base_n / base_seconds, n_h[:, 0] / mon_seconds)
@@ -403,6 +414,16 @@ def scan(engine: Engine, rule: DropRule, now: int, sids: list[int], buckets: Buc
     tested = (hours.base_n > 0) & ~repeated
     return Scan(rule, sids, top, start.astype(np.float64), seg_n, hours.base_n,
                 hours.sigma, volume, tested)
+
+
+def _restart(stat: FloatArray, starts: np.ndarray, restarts: FloatArray) -> None:
+    """Rule out (-inf) the segments of ``stat`` (S, G, K) that start at or before each
+    series' restart (``starts``: each segment's start, epoch seconds)."""
+    with np.errstate(invalid="ignore"):
+        rows = np.flatnonzero(restarts >= starts[0])
+    if len(rows):
+        early = starts[None, :] <= restarts[rows, None]  # (R, K)
+        stat[rows] = np.where(early[:, None, :], -np.inf, stat[rows])
 
 
 def _cached_hours(engine: Engine, rule: DropRule, lay: Layout, ix: np.ndarray,

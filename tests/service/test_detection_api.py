@@ -21,7 +21,7 @@ from streams.embedded import EmbeddedRunner
 DETECTION = DetectionConfig(drops=(DropRule(
     name="csat-seq", metric="csat", test="sequential", scopes=((), ("channel",), ("segment",)),
     horizon="1d", baseline=("prior", "2d")),))
-NOW = datetime.now(UTC).replace(microsecond=0, second=0, minute=0) - timedelta(hours=1)
+NOW = datetime.now(UTC).replace(microsecond=0, second=0, minute=0) - timedelta(hours=2)
 
 
 def csat(i: int, at: datetime, value: int, channel: str) -> dict[str, Any]:

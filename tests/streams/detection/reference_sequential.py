@@ -23,7 +23,7 @@ def _classes(buckets: np.ndarray, per_hour: int, cycle: bool) -> np.ndarray:
 
 
 def reference_scan(engine: Engine, rule: DropRule, now: int, sids: list[int],
-                   buckets: Buckets) -> Scan:
+                   buckets: Buckets, restarts: FloatArray | None = None) -> Scan:
     """The sequential statistics of ``rule``'s series ``sids`` at ``now``."""
     lay = layout(engine, rule, now)
     cycle = rule.cycle == "hour_of_day"
@@ -90,6 +90,9 @@ def reference_scan(engine: Engine, rule: DropRule, now: int, sids: list[int],
     with np.errstate(divide="ignore", invalid="ignore"):
         shrink = np.where(seg_n > 0, 1.0 / (1.0 + q / seg_n), 0.0)
     stat = seg_llr * shrink[..., None]  # (S, K, G)
+    if restarts is not None:  # (added with the restart after a page) only later segments
+        with np.errstate(invalid="ignore"):
+            stat[starts[None, :] <= restarts[:, None]] = -np.inf
     best = stat.argmax(1)  # (S, G)
     rows = np.arange(n_series)[:, None]
     top = np.maximum(stat[rows, best, np.arange(len(shifts))[None, :]], 0.0)

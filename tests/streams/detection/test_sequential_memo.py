@@ -165,8 +165,8 @@ def test_the_detector_pages_as_with_the_plain_scan(monkeypatch: pytest.MonkeyPat
                         baseline=("prior", "4d"))
         detector = Detector(DetectionConfig(drops=(rule,), false_pages_per_week=50.0))
         if plain:
-            monkeypatch.setattr(sequential, "scan", lambda e, r, n, s, b: reference_scan(
-                e, r, n, s, Buckets(e)))
+            monkeypatch.setattr(sequential, "scan", lambda e, r, n, s, b, t: reference_scan(
+                e, r, n, s, Buckets(e), t))
         start = 7 * 24 * 60
         for m in range(start):
             feed.minute(m)
@@ -192,3 +192,52 @@ def test_the_detector_pages_as_with_the_plain_scan(monkeypatch: pytest.MonkeyPat
                     assert a[k] == pytest.approx(b[k], rel=1e-9, abs=1e-12), k
                 else:
                     assert a[k] == b[k], k
+
+
+def test_a_page_restarts_the_cusum_one_change_pages_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a page resolves, only evidence that starts after it counts: the segment
+    that paged cannot page again as its statistic hovers about the threshold (without
+    the restart it does: c0 and c2 page three times each on the same two drops)."""
+    def run(restart: bool) -> list[tuple[str, int, int]]:
+        feed = Feed("csat", 120.0, seed=3)
+        feed.p = np.array([0.05, 0.05, 0.10, 0.35, 0.45])  # top-2 0.80, 0.48 in a drop
+        rule = DropRule(name="d", metric="csat", test="sequential", horizon="3d",
+                        baseline=("prior", "4d"), scopes=((), ("channel",)),
+                        clear_seconds=0)
+        detector = Detector(DetectionConfig(drops=(rule,), false_pages_per_week=50.0))
+        if not restart:
+            monkeypatch.setattr(Detector, "restarts", lambda self: {})
+        start = 7 * 24 * 60
+        for m in range(start):
+            feed.minute(m)
+        out = []
+        for m in range(start, start + 12 * 60):
+            drop = start + 60 <= m < start + 180 or start + 600 <= m < start + 720
+            now = feed.minute(m, drop=drop)
+            if detector.due(now, 60):
+                for c in detector.evaluate(feed.engine, now):
+                    ev = c.alert.evidence
+                    if c.state == "firing" and ev is not None and ev.change_start:
+                        out.append((c.alert.scope.get("channel", ""), c.at,
+                                    ev.change_start))
+        if restart:
+            assert detector.restarts()["d"], "a page resolved and restarted its CUSUM"
+        monkeypatch.undo()
+        return out
+
+    def reused(pages: list[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
+        """Pages whose evidence starts before the same series' previous page."""
+        last: dict[str, int] = {}
+        out = []
+        for scope, at, change in pages:
+            if scope in last and change <= last[scope]:
+                out.append((scope, at, change))
+            last[scope] = at
+        return out
+
+    ours, flapping = run(True), run(False)
+    assert reused(ours) == [] and len(ours) < len(flapping)
+    assert reused(flapping)  # the defect the restart removes
+    scopes = [scope for scope, _, _ in ours]
+    assert scopes.count("c0") == 2  # both drops page, once each
