@@ -300,26 +300,31 @@ def replay_command(
     wait: Annotated[float, typer.Option(
         help="kafka:// only: seconds to wait for the workers to count what was sent, "
              "and report what they made of it (0: do not wait).")] = 60.0,
+    backfill: Annotated[bool, typer.Option(
+        "--backfill", help="Load history into a running system: counted in every window "
+                           "and calendar period the state keeps, however old (older is "
+                           "'too old'); no follow-ups, never pages.")] = False,
 ) -> None:
     """Send a file of events somewhere, with a progress bar and a summary of outcomes."""
     from service.traffic import file_events, rate_limited
 
     if rate is not None and rate <= 0:
         raise typer.BadParameter("must be more than 0", param_hint="--rate")
-    sink = _open_sink(to, api_key, batch_size)
-    say(f"replaying {path} to {to}")
+    sink = _open_sink(to, api_key, batch_size, backfill)
+    say(f"replaying {path} to {to}" + (" as history (backfill)" if backfill else ""))
     report, workers = _deliver(rate_limited(file_events(path, None), rate), sink, batch_size,
                                None, to, wait)
-    _summary(report, repeat_hint=f"{path.name} was sent there before", workers=workers)
+    _summary(report, repeat_hint=f"{path.name} was sent there before", workers=workers,
+             late_word="too old" if backfill else "late")
 
 
-def _open_sink(to: str, api_key: str | None, batch_size: int) -> Any:
+def _open_sink(to: str, api_key: str | None, batch_size: int, backfill: bool = False) -> Any:
     from service.traffic import open_sink
 
     if batch_size < 1:
         raise typer.BadParameter("must be at least 1", param_hint="--batch-size")
     try:
-        return open_sink(to, api_key, batch_size)
+        return open_sink(to, api_key, batch_size, backfill)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--to") from None
 
@@ -408,14 +413,16 @@ async def _pump(events: Any, sink: Any, batch_size: int, total: int | None) -> A
             await sink.close()
 
 
-def _summary(report: Any, repeat_hint: str, workers: Any = None) -> None:
+def _summary(report: Any, repeat_hint: str, workers: Any = None,
+             late_word: str = "late") -> None:
     """What the destination made of the events, with rejects and lates by reason. For
     Kafka, the broker's acknowledgements, then what the workers counted (or why that
-    cannot be known)."""
+    cannot be known). ``late_word``: ``too old`` for a backfill."""
     if workers is None:
         say(f"sent {report.sent:,}: accepted {report.accepted:,}, duplicates "
-            f"{report.duplicates:,}, late {report.late:,}, rejected {report.rejected:,}")
-        _reasons(report.reasons, report.late_reasons)
+            f"{report.duplicates:,}, {late_word} {report.late:,}, rejected "
+            f"{report.rejected:,}")
+        _reasons(report.reasons, report.late_reasons, late_word)
         outcome = report
     else:
         say(f"sent {report.sent:,}: stored by the broker {report.accepted:,}, refused "
@@ -426,9 +433,10 @@ def _summary(report: Any, repeat_hint: str, workers: Any = None) -> None:
             return
         others = workers.records - report.accepted
         say(f"counted by the workers: accepted {workers.accepted:,}, duplicates "
-            f"{workers.duplicates:,}, late {workers.late:,}, rejected {workers.rejected:,}"
+            f"{workers.duplicates:,}, {late_word} {workers.late:,}, rejected "
+            f"{workers.rejected:,}"
             + (f" (with {others:,} records others sent meanwhile)" if others > 0 else ""))
-        _reasons(workers.reasons, workers.late_reasons)
+        _reasons(workers.reasons, workers.late_reasons, late_word)
         outcome = workers
     total = outcome.accepted + outcome.duplicates + outcome.late + outcome.rejected
     if total and outcome.duplicates == total:
@@ -436,8 +444,8 @@ def _summary(report: Any, repeat_hint: str, workers: Any = None) -> None:
             f"already ({repeat_hint})")
 
 
-def _reasons(rejected: Counter[str], late: Counter[str]) -> None:
-    for title, reasons in (("rejected", rejected), ("late", late)):
+def _reasons(rejected: Counter[str], late: Counter[str], late_word: str = "late") -> None:
+    for title, reasons in (("rejected", rejected), (late_word, late)):
         for reason, count in reasons.most_common(10):
             say(f"  {title:<8} {count:>7,}  {reason}")
         if len(reasons) > 10:

@@ -55,15 +55,20 @@ def parse_drop(text: str) -> Drop:
                 duration=duration)
 
 
-def open_sink(target: str, api_key: str | None, batch_size: int) -> Sink:
-    """``http://host:port``, ``kafka://host:port/topic`` or a ``.jsonl`` file path."""
+def open_sink(target: str, api_key: str | None, batch_size: int,
+              backfill: bool = False) -> Sink:
+    """``http://host:port``, ``kafka://host:port/topic`` or a ``.jsonl`` file path;
+    ``backfill`` (HTTP and Kafka): the events are history loaded on purpose."""
     if target.startswith(("http://", "https://")):
         if not api_key:
             raise ValueError("sending to HTTP needs an API key with the write scope "
                              "(--api-key or TOUCHSTREAM_API_KEY)")
-        return HttpSink(target, api_key, batch_size)
+        return HttpSink(target, api_key, batch_size, backfill=backfill)
     if target.startswith("kafka://"):
-        return KafkaSink(*kafka_target(target))
+        return KafkaSink(*kafka_target(target), backfill=backfill)
+    if backfill:
+        raise ValueError("--backfill loads history into touchstream: send to http:// or "
+                         "kafka://, not to a file")
     return FileSink(Path(target))
 
 

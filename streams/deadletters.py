@@ -77,6 +77,18 @@ def late_reason(horizon: int) -> str:
     return f"{LATE_REASON} ({horizon} s{days})"
 
 
+TOO_OLD_REASON: Final = "older than anything the state keeps"
+
+
+def too_old_reason(since: int | None) -> str:
+    """The reason of a backfilled event the state cannot hold, the same on both runners:
+    ``since`` is ``Engine.kept_since`` (epoch seconds), the start of the oldest bucket
+    any granularity keeps."""
+    if since is None:
+        return TOO_OLD_REASON
+    return f"{TOO_OLD_REASON} (kept since {iso_utc(since)[:16]}Z)"
+
+
 def kind_of(word: str | None, field: str | None) -> str:
     """A stored or legacy kind in the contract's words (``rejected`` of old records:
     ``bad_command`` for a control record's field, else ``invalid``)."""

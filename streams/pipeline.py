@@ -22,7 +22,7 @@ import numpy as np
 
 from schemas.decode import DecodedBatch, EventDecoder, EventError
 from schemas.event import TouchpointEvent
-from streams.deadletters import LATE_FIELD, late_reason
+from streams.deadletters import LATE_FIELD, late_reason, too_old_reason
 from streams.detection import AlertChange, Detector, FollowUp, FollowUpRule, followups
 from streams.engine.engine import Engine, IngestResult
 from streams.runner import EventOutcome
@@ -108,15 +108,24 @@ class Pipeline:
         self.followup_rules = tuple(
             detector.config.followups if detector is not None else followup_rules)
 
-    def run(self, decoded: DecodedBatch, size: int | None = None) -> Report:
-        """Count a decoded batch of ``size`` inputs (default: its events and rejects)."""
+    def run(self, decoded: DecodedBatch, size: int | None = None, *,
+            backfill: bool = False) -> Report:
+        """Count a decoded batch of ``size`` inputs (default: its events and rejects).
+
+        ``backfill``: history loaded on purpose (``touchstream replay --backfill``,
+        ``POST /v1/events?mode=backfill``): bounded by what the state keeps, not by the
+        lateness horizon (``Engine.ingest``); it opens no follow-up and runs no
+        detection, so it never pages. Later evaluations see it like any answer."""
         events = decoded.events
         if size is None:
             size = len(events) + len(decoded.errors)
         engine = self.engine
-        result = engine.ingest(events, decoded.stamps)
-        report = Report(size, events, decoded.positions, decoded.errors, result,
-                        late_reason(engine.config.lateness_horizon))
+        result = engine.ingest(events, decoded.stamps, backfill=backfill)
+        reason = (too_old_reason(result.too_old_since) if backfill
+                  else late_reason(engine.config.lateness_horizon))
+        report = Report(size, events, decoded.positions, decoded.errors, result, reason)
+        if backfill:
+            return report
         if self.followup_rules and events:
             # Late answers still need a human; duplicates were handled the first time.
             fresh = events
@@ -132,10 +141,10 @@ class Pipeline:
             report.changes = detector.evaluate(engine, watermark)
         return report
 
-    def apply(self, events: list[TouchpointEvent]) -> Report:
+    def apply(self, events: list[TouchpointEvent], *, backfill: bool = False) -> Report:
         """Count events decoded before (the embedded runner's log on replay)."""
         stamps = np.array([e.occurred_at.timestamp() for e in events], dtype=np.float64)
-        return self.run(DecodedBatch(events, stamps))
+        return self.run(DecodedBatch(events, stamps), backfill=backfill)
 
 
 def convert_many(decoder: EventDecoder, items: Sequence[object]) -> DecodedBatch:

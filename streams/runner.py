@@ -236,14 +236,15 @@ class Runner(Protocol):
     """The API's view of a runner. Any method may raise :class:`RunnerUnavailable`
     when the runner cannot serve now (the API answers 503 with ``Retry-After``)."""
 
-    async def submit(self, items: Sequence[Any],
-                     raw: ItemBytes | None = None) -> list[EventOutcome]:
+    async def submit(self, items: Sequence[Any], raw: ItemBytes | None = None,
+                     backfill: bool = False) -> list[EventOutcome]:
         """Validate and durably accept parsed JSON events; return one outcome each.
 
         Returns only once every accepted event is durable (committed to SQLite, or
         acknowledged by the Kafka broker). ``raw(i)``: the bytes item ``i`` was received
         as (``streams.deadletters.BodyItems``), kept in its dead letter; without it, the
-        item's JSON is kept.
+        item's JSON is kept. ``backfill``: history loaded on purpose (bounded by what the
+        state keeps rather than the lateness horizon; never pages: ``Pipeline.run``).
         """
         ...
 

@@ -65,11 +65,22 @@ class EventResult(BaseModel):
 class EventsAnswer(BaseModel):
     """Counts by outcome, and one result per submitted event in submission order."""
 
+    mode: Literal["live", "backfill"] = Field(description="How the batch was counted.")
     accepted: int
     duplicates: int
-    late: int
+    late: int = Field(description="Live: older than the lateness horizon; backfill: older "
+                                  "than anything the state keeps (too old). Kept with "
+                                  "the reason, not counted.")
     rejected: int
     results: list[EventResult]
+
+
+Mode = Annotated[Literal["live", "backfill"], Query(
+    description="`live` (default): answers count up to the lateness horizon and may page. "
+                "`backfill`: history loaded on purpose — counted in every window and "
+                "calendar period the state still keeps (however old; older is `late`, "
+                "too old), in customer histories and pulse baselines; opens no "
+                "follow-up and never pages.")]
 
 
 _DECODER = EventDecoder()
@@ -131,7 +142,7 @@ def _items(body: bytes, max_batch: int) -> list[Any]:
                         400: {"description": "Not JSON, or not an event batch"},
                         413: {"description": "Body or batch too large"}})
 async def post_events(request: Request, runner: RunnerDep, settings: SettingsDep,
-                      _: WriteKey) -> Response:
+                      _: WriteKey, mode: Mode = "live") -> Response:
     """Validate and ingest events; idempotent on ``event_id``.
 
     Answers once every accepted event is durable, with one result per event in
@@ -140,9 +151,11 @@ async def post_events(request: Request, runner: RunnerDep, settings: SettingsDep
     ``problems``, the first one also as ``field`` and ``reason``).
     """
     body = await request.body()
-    mode = _cloudevents_mode(request)
-    if mode is not None:
-        return await _post_cloudevents(request, runner, settings.max_batch, body, mode)
+    backfill = mode == "backfill"
+    binding = _cloudevents_mode(request)
+    if binding is not None:
+        return await _post_cloudevents(request, runner, settings.max_batch, body, binding,
+                                       backfill)
     try:
         items = _items(body, settings.max_batch)
     except HTTPException as exc:
@@ -151,20 +164,22 @@ async def post_events(request: Request, runner: RunnerDep, settings: SettingsDep
             await _refuse(request, runner, body, str(detail.get("field", "$")),
                           str(detail.get("reason", "not an event batch")))
         raise
-    outcomes = await runner.submit(items, BodyItems(body, items))  # dead letters: as sent
+    outcomes = await runner.submit(items, BodyItems(body, items),  # dead letters: as sent
+                                   backfill=backfill)
     counts = Counter(o.status for o in outcomes)
     # (finding every problem of many rejects takes a while: not on the event loop)
     results = (await asyncio.to_thread(_results, items, outcomes)
                if counts["rejected"] else _results(items, outcomes))
-    return _answer(request, counts, results)
+    return _answer(request, counts, results, mode)
 
 
-def _answer(request: Request, counts: Counter[Any], results: list[dict[str, Any]]) -> Response:
+def _answer(request: Request, counts: Counter[Any], results: list[dict[str, Any]],
+            mode: str) -> Response:
     """Counts by outcome and one result per event, counted in the metrics. Documented by
     EventsAnswer, written as it is (validating 10,000 results against the model would
     cost more than ingesting them)."""
     request.app.state.metrics.observe_outcomes(counts)
-    answer = {"accepted": counts["accepted"], "duplicates": counts["duplicate"],
+    answer = {"mode": mode, "accepted": counts["accepted"], "duplicates": counts["duplicate"],
               "late": counts["late"], "rejected": counts["rejected"], "results": results}
     return Response(orjson.dumps(answer), media_type="application/json")
 
@@ -190,7 +205,7 @@ async def _refuse(request: Request, runner: Any, body: bytes, field: str,
 
 
 async def _post_cloudevents(request: Request, runner: Any, max_batch: int, body: bytes,
-                            mode: str) -> Response:
+                            mode: str, backfill: bool) -> Response:
     """The HTTP binding of CloudEvents: each event mapped to the contract
     (``schemas.cloudevents``), then ingested as any other. One CloudEvent that is not
     counted answers 400 with the field and the reason; a batch answers per event."""
@@ -219,7 +234,8 @@ async def _post_cloudevents(request: Request, runner: Any, max_batch: int, body:
             mapped.append(exc)
     good = [i for i, m in enumerate(mapped) if not isinstance(m, EventError)]
     items = [mapped[i] for i in good]
-    outcomes_of_good = await runner.submit(items, lambda j: raws[good[j]]) if good else []
+    outcomes_of_good = (await runner.submit(items, lambda j: raws[good[j]], backfill=backfill)
+                        if good else [])
     outcomes: list[EventOutcome] = [
         EventOutcome(i, "rejected", None, m.field, m.reason) if isinstance(m, EventError)
         else EventOutcome(i, "rejected") for i, m in enumerate(mapped)]
@@ -241,7 +257,7 @@ async def _post_cloudevents(request: Request, runner: Any, max_batch: int, body:
         result = results[0]
         raise HTTPException(400, detail={"field": result["field"], "reason": result["reason"],
                                          "problems": result["problems"]})
-    return _answer(request, counts, results)
+    return _answer(request, counts, results, "backfill" if backfill else "live")
 
 
 class DeadLetterSource(BaseModel):

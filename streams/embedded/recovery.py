@@ -16,7 +16,7 @@ import msgspec
 
 from schemas.event import TouchpointEvent
 from streams.detection import FollowUpUpdate
-from streams.embedded.store import CommandLog, StorageError
+from streams.embedded.store import BACKFILL, EVENT, CommandLog, StorageError
 from streams.engine.config import EngineConfig
 from streams.engine.engine import Engine
 from streams.engine.pulses import PulseError
@@ -54,18 +54,21 @@ def replay(store: CommandLog, pipeline: Pipeline, after: int, replayed: Replayed
     events: list[TouchpointEvent] = []
     payloads: list[bytes] = []
     batch_of: int | None = None
+    kind_of = EVENT
 
     def flush() -> None:
         if events:
-            replayed(pipeline.apply(list(events)), list(payloads))
+            replayed(pipeline.apply(list(events), backfill=kind_of == BACKFILL),
+                     list(payloads))
             events.clear()
             payloads.clear()
 
     for seq, kind, payload, batch in store.rows_after(after):
         count += 1
-        if events and (kind != "event" or batch != batch_of):
+        if events and (kind != kind_of or batch != batch_of):
             flush()
-        if kind == "event":
+        if kind in (EVENT, BACKFILL):
+            kind_of = kind
             try:
                 events.append(decoder.decode(payload))
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:

@@ -45,6 +45,8 @@ from streams.deadletters import source as dead_source
 from streams.detection import DetectionConfig, Detector, FollowUp, FollowUpUpdate
 from streams.embedded import recovery
 from streams.embedded.store import (
+    BACKFILL,
+    EVENT,
     CommandLog,
     DeadLetter,
     Record,
@@ -229,8 +231,9 @@ class EmbeddedRunner:
                 log.info("closed %s", self.path)
 
     def _release(self) -> None:
-        """Drop the database and the lock without a snapshot, as a crash would."""
+        """Drop the database and the lock without a snapshot, as a crash would (tests)."""
         self.store.release()
+        self._state = "closed"
 
     def __enter__(self) -> EmbeddedRunner:
         self.open()
@@ -256,8 +259,8 @@ class EmbeddedRunner:
 
     # -- events ------------------------------------------------------------------------
 
-    def submit_blocking(self, items: Sequence[Any],
-                        raw: ItemBytes | None = None) -> list[EventOutcome]:
+    def submit_blocking(self, items: Sequence[Any], raw: ItemBytes | None = None,
+                        backfill: bool = False) -> list[EventOutcome]:
         """:meth:`submit` without the thread hop, for scripts and benchmarks."""
         received_at = self._clock()
         decoded = convert_many(self._decoder, items)
@@ -267,11 +270,12 @@ class EmbeddedRunner:
                 for index, exc in decoded.errors]
         with self._lock:
             self._usable()
-            first = self.store.append_events(payloads, dead)
+            first = self.store.append_events(payloads, dead,
+                                             BACKFILL if backfill else EVENT)
             self._stats.log_rows += len(payloads)
             self._since_snapshot += len(payloads)
             try:
-                report = self._pipeline.run(decoded, len(items))
+                report = self._pipeline.run(decoded, len(items), backfill=backfill)
             except Exception as exc:
                 # Memory is behind the log now: stop taking work until restarted
                 # (recovery replays the log).
@@ -538,8 +542,8 @@ class EmbeddedRunner:
 
     # -- the Runner protocol -----------------------------------------------------------
 
-    async def submit(self, items: Sequence[Any],
-                     raw: ItemBytes | None = None) -> list[EventOutcome]:
+    async def submit(self, items: Sequence[Any], raw: ItemBytes | None = None,
+                     backfill: bool = False) -> list[EventOutcome]:
         """Validate and durably accept events; one outcome each, in submission order.
 
         Answers only after the batch is committed to SQLite (``synchronous=FULL``).
@@ -547,7 +551,7 @@ class EmbeddedRunner:
         batch was stored or applied. ``raw(i)``: the bytes item ``i`` was received as,
         kept in its dead letter (without it, the item's JSON).
         """
-        return await asyncio.to_thread(self.submit_blocking, list(items), raw)
+        return await asyncio.to_thread(self.submit_blocking, list(items), raw, backfill)
 
     async def read(self, query: Callable[[Engine], T]) -> T:
         """Run a read-only ``query`` against the engine, never mid-batch."""

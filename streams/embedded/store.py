@@ -5,9 +5,10 @@ Tables (``<data_dir>/touchstream.db``):
 
 - ``meta(key, value)``: the schema version and the engine configuration the state was
   built with; opening with another configuration is refused, never silently "fixed".
-- ``log(seq, kind, payload, batch)``: ``kind`` is ``event`` (canonical event JSON) or a
-  command (``pulse_start``, ``pulse_end``, ``followup_update``); ``batch`` is the first
-  ``seq`` of the submission, so a replay re-forms the batches.
+- ``log(seq, kind, payload, batch)``: ``kind`` is ``event`` or ``backfill`` (canonical
+  event JSON, live or history loaded with ``backfill``) or a command (``pulse_start``,
+  ``pulse_end``, ``followup_update``, ``erase``); ``batch`` is the first ``seq`` of the
+  submission, so a replay re-forms the batches.
 - ``snapshots(seq, taken_at, data, detector)``: engine and detector snapshots; ``seq``
   is the last log row they include.
 - ``alert_changes``, ``followups``: what the detector produced, written once each
@@ -98,6 +99,9 @@ DeadLetter = tuple[float, str, str | None, str | None, str, bytes, int, str, int
 (the first ``dead_letter_max_bytes``), size, sha256, source_index."""
 Record = tuple[str, tuple[Any, ...]]
 """A detector record to store: ``("change", row)`` or ``("followup", row)``."""
+EVENT: Final = "event"
+BACKFILL: Final = "backfill"
+"""The log kinds of event rows: live, and history loaded with ``backfill``."""
 LogRow = tuple[int, str, bytes, int]
 """A log row: seq, kind, payload, batch."""
 
@@ -333,13 +337,14 @@ class CommandLog:
 
     # -- the log -------------------------------------------------------------------------
 
-    def append_events(self, payloads: Sequence[bytes], dead: Sequence[DeadLetter]) -> int:
-        """Log a submission's events (one batch) and its rejects, in one transaction;
-        returns the batch's first ``seq``."""
+    def append_events(self, payloads: Sequence[bytes], dead: Sequence[DeadLetter],
+                      kind: str = EVENT) -> int:
+        """Log a submission's events (one batch of ``kind``: ``event`` or ``backfill``) and
+        its rejects, in one transaction; returns the batch's first ``seq``."""
         first = self.next_seq
         with self.transaction() as conn:
             conn.executemany(_INSERT_LOG, [
-                (first + i, "event", payload, first) for i, payload in enumerate(payloads)
+                (first + i, kind, payload, first) for i, payload in enumerate(payloads)
             ])
             conn.executemany(_INSERT_DEAD, dead)
         self.next_seq += len(payloads)

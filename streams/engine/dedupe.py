@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import sys
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import numpy as np
@@ -88,7 +88,7 @@ class SeenIds:
     older ones frozen into sorted arrays, forgotten bucket by bucket."""
 
     __slots__ = ("width", "_digests", "_buckets", "_frozen", "_frozen_n", "_cold_end",
-                 "_mark")
+                 "_mark", "_pinned")
 
     def __init__(self, width: int = BUCKET) -> None:
         if width <= 0:
@@ -101,6 +101,10 @@ class SeenIds:
         self._cold_end = _NO_TIME
         """Where the newest frozen bucket ends (seconds): events before it may be frozen."""
         self._mark = _PRUNE_FLOOR
+        self._pinned: set[int] = set()
+        """Buckets a backfill filed ids into: kept past the horizon, as long as the
+        state keeps their time (``prune``'s ``pinned_horizon``), so a backfill sent
+        again is found duplicate."""
 
     def __len__(self) -> int:
         return len(self._digests) + self._frozen_n
@@ -124,13 +128,17 @@ class SeenIds:
         value = np.uint64(d)
         return any(_holds(values, value) for values in self._frozen.values())
 
-    def add(self, event_ids: Sequence[str], times: IntArray) -> list[bool] | None:
+    def add(self, event_ids: Sequence[str], times: IntArray,
+            pin: bool = False) -> list[bool] | None:
         """Remember a batch of ids with their event times (seconds), in arrival order.
 
         Returns None when every id is new and distinct (the usual case, done for the whole
         batch at once); otherwise, for each id, whether it is new: not remembered before
-        and not earlier in the batch. Only the new ones are added.
+        and not earlier in the batch. Only the new ones are added. ``pin`` (a backfill):
+        their buckets are kept past the horizon (``prune``).
         """
+        if pin and len(times):
+            self._pinned.update(np.unique(times // self.width).tolist())
         digests = list(map(_digest, map(str.encode, event_ids)))
         cold = (self._frozen_hits(digests, times)
                 if self._frozen and len(times) and int(times.min()) < self._cold_end
@@ -156,6 +164,19 @@ class SeenIds:
             return None
         self._file(kept, times[np.array(new, dtype=np.bool_)])
         return new
+
+    def forget(self, event_ids: Sequence[str], times: IntArray) -> None:
+        """Forget ids just added with these event times (answers handed back as late:
+        never counted, so a later resend or backfill of them is not a duplicate)."""
+        for event_id, at in zip(event_ids, times.tolist(), strict=True):
+            d = _digest(event_id.encode())
+            if d not in self._digests:
+                continue
+            bucket = self._buckets.get(at // self.width)
+            if bucket is None or d not in bucket:
+                continue  # filed elsewhere: it is not one this batch added
+            bucket.remove(d)
+            self._digests.discard(d)
 
     def _frozen_hits(self, digests: list[int], times: IntArray) -> list[bool] | None:
         """Which digests their event time's frozen bucket holds (None: none of them)."""
@@ -200,9 +221,12 @@ class SeenIds:
             bucket = self._buckets[b] = array("Q")
         return bucket
 
-    def prune(self, horizon: int, freeze: int | None = None) -> None:
+    def prune(self, horizon: int, freeze: int | None = None,
+              pinned_horizon: Callable[[], int] | None = None) -> None:
         """Forget the buckets entirely before ``horizon`` and freeze the hot buckets
-        entirely before ``freeze`` (seconds), once the set has doubled.
+        entirely before ``freeze`` (seconds), once the set has doubled. Pinned buckets
+        (a backfill's) are forgotten only before ``pinned_horizon()`` (what the state
+        keeps), and frozen past ``horizon`` whatever ``freeze`` says.
 
         Lazy, so that pruning costs nothing per event: between prunes the set holds at
         most twice what it held after the last one.
@@ -211,9 +235,16 @@ class SeenIds:
             return
         # Bucket b covers [b * width, (b + 1) * width): entirely old when its end <= horizon.
         width = self.width
+        pinned = self._pinned
+        if pinned:
+            floor = pinned_horizon() if pinned_horizon is not None else horizon
+            pinned.difference_update([b for b in pinned if (b + 1) * width <= floor])
         for b in [b for b in self._buckets if (b + 1) * width <= horizon]:
+            if b in pinned:
+                self._freeze(b)
+                continue
             self._digests.difference_update(self._buckets.pop(b))
-        for b in [b for b in self._frozen if (b + 1) * width <= horizon]:
+        for b in [b for b in self._frozen if (b + 1) * width <= horizon and b not in pinned]:
             self._frozen_n -= len(self._frozen.pop(b))
         if freeze is not None:
             for b in sorted(b for b in self._buckets if (b + 1) * width <= freeze):
@@ -244,6 +275,7 @@ class SeenIds:
             "mark": self._mark,
             "buckets": [[b, _packed(v)] for b, v in sorted(self._buckets.items())],
             "frozen": [[b, v.astype("<u8").tobytes()] for b, v in sorted(self._frozen.items())],
+            "pinned": sorted(self._pinned),
         }
 
     @classmethod
@@ -259,6 +291,7 @@ class SeenIds:
             seen._frozen_n += len(frozen)
             seen._cold_end = max(seen._cold_end, (b + 1) * seen.width)
         seen._mark = state["mark"]
+        seen._pinned = set(state.get("pinned", ()))  # absent before backfills
         return seen
 
     @classmethod

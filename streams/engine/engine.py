@@ -71,6 +71,8 @@ times) and 2 still restore, and so does a snapshot whose configuration differs o
 the horizons (``EngineConfig.same_state``)."""
 _METRIC_RADIX: Final = 1024
 _NEVER: Final = -(2**62)
+_FOREVER: Final = 2**61
+"""A lateness horizon that never applies (a backfill: ``kept_since`` bounds it)."""
 _GROUP_ROWS: Final = 1 << 17
 """About how many (event, scope) rows one grouping call takes, over granularities."""
 _Behind = tuple[IntArray, IntArray]
@@ -84,6 +86,8 @@ class IngestResult:
     accepted: int = 0
     duplicates: list[TouchpointEvent] = field(default_factory=list)
     late: list[TouchpointEvent] = field(default_factory=list)
+    too_old_since: int | None = None
+    """A backfill's bound (``Engine.kept_since``): its ``late`` events are older."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,11 +273,17 @@ class Engine:
     # -- ingestion -------------------------------------------------------------------
 
     def ingest(self, events: Iterable[TouchpointEvent],
-               stamps: FloatArray | None = None) -> IngestResult:
+               stamps: FloatArray | None = None, *, backfill: bool = False) -> IngestResult:
         """Count a batch of validated events, in arrival order.
 
         ``stamps``, when given, holds each event's ``occurred_at`` as epoch seconds
         (``DecodedBatch.stamps``), so that it is not computed twice.
+
+        ``backfill``: history loaded on purpose. The lateness horizon does not apply;
+        the bound is what the state keeps: an answer older than the oldest bucket any
+        granularity keeps (``kept_since``, at the watermark after the batch) is handed
+        back in ``late`` (``IngestResult.too_old_since`` says from when the state keeps),
+        everything else counts where its buckets are kept.
         """
         batch = events if isinstance(events, list) else list(events)
         result = IngestResult()
@@ -281,13 +291,17 @@ class Engine:
         if stamps is None:
             stamps = np.array([e.occurred_at.timestamp() for e in batch], dtype=np.float64)
         times = np.floor(stamps).astype(np.int64)  # event_seconds of each
+        horizon = self.config.lateness_horizon
+        if backfill:
+            batch, times = self._too_old(batch, times, result)
+            horizon = _FOREVER
         at_list: list[int] = times.tolist()
-        new = self.seen.add([e.event_id for e in batch], times)
+        new = self.seen.add([e.event_id for e in batch], times, backfill)
         if new is None:
             # No duplicates (the usual case): dedupe and lateness for the whole batch.
-            accepted, kept, wm, behind = self._drop_late(batch, times, result)
+            accepted, kept, wm, behind = self._drop_late(batch, times, result, horizon)
         else:
-            accepted, kept, wm, behind = self._dedupe(batch, new, at_list, result)
+            accepted, kept, wm, behind = self._dedupe(batch, new, at_list, result, horizon)
         self.watermark = wm
         self.counters["duplicate"] += len(result.duplicates)
         self.counters["late"] += len(result.late)
@@ -298,7 +312,36 @@ class Engine:
         self._prune_seen()
         return result
 
+    def _too_old(self, batch: list[TouchpointEvent], times: IntArray, result: IngestResult,
+                 ) -> tuple[list[TouchpointEvent], IntArray]:
+        """Hand back the events of a backfill older than anything the state keeps at the
+        watermark the batch leads to; the rest, with their times."""
+        if not batch:
+            return batch, times
+        top = int(times.max())
+        since = self.kept_since(top if self.watermark is None else max(self.watermark, top))
+        result.too_old_since = since
+        old = times < since
+        if not old.any():
+            return batch, times
+        kept: list[TouchpointEvent] = []
+        for event, is_old in zip(batch, old.tolist(), strict=True):
+            (result.late if is_old else kept).append(event)
+        return kept, times[~old]
+
+    def kept_since(self, watermark: int | None = None) -> int:
+        """The start (epoch seconds) of the oldest bucket any granularity keeps at
+        ``watermark`` (default: the engine's): older answers count nowhere."""
+        at = self.watermark if watermark is None else watermark
+        if at is None:
+            return _NEVER
+        now = np.array([at], dtype=np.int64)
+        return min(int(gran.bucketing.bounds(int(gran.bucketing.ids(now)[0]) - gran.keep + 1
+                                             )[0].timestamp())
+                   for gran in self.granularities.values())
+
     def _drop_late(self, batch: list[TouchpointEvent], times: IntArray, result: IngestResult,
+                   horizon: int,
                    ) -> tuple[list[TouchpointEvent], IntArray, int | None, _Behind | None]:
         """Hold back the late events of a batch without duplicates.
 
@@ -317,11 +360,15 @@ class Engine:
         wm = top if wm is None or top > wm else wm
         if not behind.any():  # the usual case: every event on time
             return batch, times, wm, None
-        late = behind & (times < before - self.config.lateness_horizon)
+        late = behind & (times < before - horizon)
         if late.any():
             accepted: list[TouchpointEvent] = []
             for event, is_late in zip(batch, late.tolist(), strict=True):
                 (result.late if is_late else accepted).append(event)
+            # Handed back, never counted: not remembered, so a resend or a backfill of
+            # them is not a duplicate.
+            self.seen.forget([e.event_id for e in result.late[-int(late.sum()):]],
+                             times[late])
             kept = ~late
             times, before, behind = times[kept], before[kept], behind[kept]
         else:
@@ -330,7 +377,7 @@ class Engine:
         return accepted, times, wm, (picked, before[picked]) if len(picked) else None
 
     def _dedupe(self, batch: list[TouchpointEvent], new: list[bool], times: list[int],
-                result: IngestResult,
+                result: IngestResult, horizon: int,
                 ) -> tuple[list[TouchpointEvent], IntArray, int | None, _Behind | None]:
         """Drop duplicates and hold back late events, event by event.
 
@@ -342,22 +389,29 @@ class Engine:
         picked: list[int] = []
         met: list[int] = []
         wm = self.watermark
-        horizon = self.config.lateness_horizon
         lateness = self.config.allowed_lateness
+        late_first: dict[str, int] = {}
+        """Ids whose first copy in this batch was late, with its time: a later copy is
+        not a duplicate of it (a late answer is not remembered, ``_forget_late``)."""
         for event, is_new, at in zip(batch, new, times, strict=True):
-            if not is_new:
+            if not is_new and event.event_id not in late_first:
                 result.duplicates.append(event)
                 continue
             if wm is not None and at < wm - lateness:
                 if at < wm - horizon:
                     result.late.append(event)
+                    late_first.setdefault(event.event_id, at)
                     continue
                 picked.append(len(accepted))
                 met.append(wm)
+            late_first.pop(event.event_id, None)  # counted: remembered from now on
             accepted.append(event)
             kept.append(at)
             if wm is None or at > wm:
                 wm = at
+        if late_first:
+            self.seen.forget(list(late_first), np.fromiter(late_first.values(), np.int64,
+                                                           len(late_first)))
         behind = ((np.array(picked, dtype=np.int64), np.array(met, dtype=np.int64))
                   if picked else None)
         return accepted, np.array(kept, dtype=np.int64), wm, behind
@@ -666,7 +720,8 @@ class Engine:
         if self.watermark is not None:
             # Ids of answers on time (and an hour more) stay hot; older ones freeze.
             hot = self.config.allowed_lateness + BUCKET + self.seen.width
-            self.seen.prune(self.watermark - self.config.dedupe_span, self.watermark - hot)
+            self.seen.prune(self.watermark - self.config.dedupe_span, self.watermark - hot,
+                            self.kept_since)
 
     # -- queries ---------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Final
 import orjson
 
 from schemas.decode import EventDecoder, EventError
+from schemas.modes import BACKFILL, MODE_HEADER
 from streams.deadletters import LATE_FIELD, late_reason
 
 if TYPE_CHECKING:
@@ -133,12 +134,13 @@ class HttpSink(Sink):
         timeout: float = 30.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         transport: httpx.AsyncBaseTransport | None = None,
+        backfill: bool = False,
     ) -> None:
         import httpx  # imported here: the file, engine and Kafka sinks never need it
 
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
-        self.url = base_url.rstrip("/") + "/v1/events"
+        self.url = base_url.rstrip("/") + "/v1/events" + ("?mode=backfill" if backfill else "")
         self.batch_size = batch_size
         self.max_retries = max_retries
         self.max_retry_after = max_retry_after
@@ -269,10 +271,13 @@ class KafkaSink(Sink):
     """
 
     def __init__(self, bootstrap: str, topic: str, *, client_id: str = "touchstream-sink",
-                 timeout: float = 60.0, **producer_config: Any) -> None:
+                 timeout: float = 60.0, backfill: bool = False,
+                 **producer_config: Any) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
         self.timeout = timeout
+        self.headers = [(MODE_HEADER, BACKFILL)] if backfill else None
+        """``backfill``: every record says so (the workers count it as history)."""
         self._config: dict[str, Any] = {
             "bootstrap_servers": bootstrap, "client_id": client_id, "acks": "all",
             "linger_ms": 5, **producer_config,
@@ -299,7 +304,8 @@ class KafkaSink(Sink):
             customer = event.get("customer_id")
             key = customer.encode("utf-8") if isinstance(customer, str) else None
             try:
-                futures.append(producer.send(self.topic, value=orjson.dumps(event), key=key))
+                futures.append(producer.send(self.topic, value=orjson.dumps(event), key=key,
+                                             headers=self.headers))
             except Exception as exc:  # serialisation or a producer refusing the record
                 report.rejected += 1
                 report.reasons[f"kafka: {type(exc).__name__}"] += 1

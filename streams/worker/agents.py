@@ -46,6 +46,7 @@ from streams.detection import Detector, scrubbed
 from streams.engine.config import EngineConfig
 from streams.engine.engine import Engine
 from streams.engine.pulses import PulseError
+from streams.pipeline import DETECT_EVERY
 from streams.runner import ERASE, ErasureRequest, decode_erase
 from streams.worker import records as rec
 from streams.worker import scores as sc
@@ -557,10 +558,6 @@ class TouchpointProcessor:
                 f" gc_s={gc_clock().summary()}"
                 f" partitions={sorted(self.states)}"
                 f" uptime={elapsed:.0f}s")
-
-
-DETECT_EVERY = 60
-"""Event-time seconds between alert evaluations on the merged view."""
 
 
 class ScoresPublisher:

@@ -167,7 +167,8 @@ class PartitionState:
             self._ingest(list(records), report)
             self._finish(report, records[-1].offset + 1)
             return report
-        run: list[InputRecord] = []  # the records since the last control record
+        run: list[InputRecord] = []  # the records since the last control or mode change
+        backfill = False
         for record in records:
             offset = record.offset
             if offset < next_offset:
@@ -177,12 +178,16 @@ class PartitionState:
             headers = record.headers
             command = rec.control_kind(headers) if headers else None
             if command is not None:
-                self._ingest(run, report)
+                self._ingest(run, report, backfill)
                 run = []
                 self._command(record, command, report)
                 continue
+            mode = bool(headers) and rec.is_backfill(headers)
+            if mode != backfill:
+                self._ingest(run, report, backfill)
+                run, backfill = [], mode
             run.append(record)
-        self._ingest(run, report)
+        self._ingest(run, report, backfill)
         self._finish(report, next_offset)
         return report
 
@@ -205,8 +210,10 @@ class PartitionState:
             return
         report.commands += 1
 
-    def _ingest(self, run: list[InputRecord], report: BatchReport) -> None:
-        """Decode and count a run of event records (no control record among them)."""
+    def _ingest(self, run: list[InputRecord], report: BatchReport,
+                backfill: bool = False) -> None:
+        """Decode and count a run of event records (no control record among them; all
+        live, or all ``backfill``)."""
         if not run:
             return
         values = [record.value for record in run]
@@ -218,7 +225,7 @@ class PartitionState:
             report.dead_letters.append(_dead(run[index], "invalid", exc.field, exc.reason))
         if not decoded.events:
             return
-        ingested = self.pipeline.run(decoded)
+        ingested = self.pipeline.run(decoded, backfill=backfill)
         report.accepted += ingested.accepted
         report.duplicates += ingested.duplicates
         report.late += ingested.late

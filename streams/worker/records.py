@@ -19,6 +19,7 @@ from typing import Any, Final
 import msgspec
 import numpy as np
 
+from schemas.modes import BACKFILL, MODE_HEADER
 from schemas.redact import CommentPolicy
 from streams.deadletters import keep, scrubbed
 from streams.engine.buckets import IntArray
@@ -62,6 +63,14 @@ def scrub_dead_letter(value: bytes | None, headers: list[tuple[str, bytes]],
 # ``streams.runner``) on a record in the input topic, one in every partition, so each
 # partition's state applies it at the same point of its input on every replay.
 H_CONTROL: Final = "touchstream.control"
+H_MODE: Final = MODE_HEADER
+"""On an input record: ``backfill`` for history loaded on purpose (``Pipeline.run``'s
+``backfill``: bounded by what the state keeps, never paging); absent for live events."""
+
+
+def is_backfill(headers: Any) -> bool:
+    """Whether an input record is history loaded with ``backfill``."""
+    return any(key == H_MODE and value == BACKFILL for key, value in headers or ())
 
 
 def control_kind(headers: Any) -> str | None:

@@ -28,6 +28,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from kafka.partitioner.default import murmur2
 
 from schemas.decode import EventDecoder, EventError, encode
+from schemas.modes import BACKFILL, MODE_HEADER
 from streams.deadletters import HTTP, ItemBytes, original
 from streams.detection import (
     DetectionConfig,
@@ -130,16 +131,18 @@ class KafkaRunner:
         self.reader.engine()  # RunnerUnavailable when its reader has failed
         return self._producer
 
-    async def submit(self, items: Sequence[Any],
-                     raw: ItemBytes | None = None) -> list[EventOutcome]:
+    async def submit(self, items: Sequence[Any], raw: ItemBytes | None = None,
+                     backfill: bool = False) -> list[EventOutcome]:
         """Validate, produce, and answer once the broker has acknowledged every event.
 
         ``raw(i)``: the bytes item ``i`` was received as. They are what is produced (to
         the input topic, or with the reason to the dead-letter topic), so a worker's
         late dead letter keeps the bytes the client sent; without ``raw``, an event's
-        canonical JSON and a reject's JSON.
+        canonical JSON and a reject's JSON. ``backfill``: the events carry the mode
+        header (``records.H_MODE``), so the workers count them as history.
         """
         producer = self._require()
+        mode = [(MODE_HEADER, BACKFILL)] if backfill else None
         outcomes: list[EventOutcome] = []
         sends: list[asyncio.Future[Any]] = []
         for index, item in enumerate(items):
@@ -164,7 +167,8 @@ class KafkaRunner:
                        and item.get("comment") != event.comment)
             sends.append(await producer.send(
                 self.settings.topic_touchpoints, key=event.customer_id.encode(),
-                value=encode(event) if raw is None or changed else raw(index)))
+                value=encode(event) if raw is None or changed else raw(index),
+                headers=mode))
         await asyncio.gather(*sends)
         return outcomes
 

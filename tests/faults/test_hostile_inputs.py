@@ -287,8 +287,8 @@ async def test_empty_batch_is_accepted_as_nothing(client: httpx.AsyncClient) -> 
     for body in ({"events": []}, []):
         response = await client.post("/v1/events", json=body, headers=auth())
         assert response.status_code == 200
-        assert response.json() == {"accepted": 0, "duplicates": 0, "late": 0,
-                                   "rejected": 0, "results": []}
+        assert response.json() == {"mode": "live", "accepted": 0, "duplicates": 0,
+                                   "late": 0, "rejected": 0, "results": []}
 
 
 async def test_a_batch_over_the_cap_is_refused_whole(client: httpx.AsyncClient) -> None:

@@ -381,3 +381,33 @@ async def test_past_periods_and_score_series(client: httpx.AsyncClient) -> None:
     unknown = await client.get("/v1/scores/series", params={"step": "2h"}, headers=read)
     assert unknown.status_code == 404 and "known: 1m, 1h" in unknown.json()["detail"]
     assert (await client.get("/v1/scores/series")).status_code == 401
+
+
+async def test_backfill_over_http(client: httpx.AsyncClient) -> None:
+    """``POST /v1/events?mode=backfill``: history past the lateness horizon counts in
+    its calendar month; live, the same answers would be late."""
+    read = auth(READ)
+    now = datetime.now(UTC).replace(microsecond=0)
+    old = now - timedelta(days=70)
+    history = [event(i, event_id=f"bf-{i}", occurred_at=(old + timedelta(minutes=i)
+                                                         ).isoformat()) for i in range(12)]
+    live = await post(client, [event(0, event_id="bf-live")])
+    assert live.json()["mode"] == "live"
+    refused = (await post(client, history[:2])).json()
+    assert refused["late"] == 2 and "lateness horizon" in refused["results"][0]["reason"]
+    answer = await client.post("/v1/events", params={"mode": "backfill"}, json=history,
+                               headers=auth(WRITE))
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert (body["mode"], body["accepted"], body["late"]) == ("backfill", 12, 0)
+    month = old.strftime("%Y-%m")
+    scores = (await client.get("/v1/scores", params={
+        "family": "periodic", "window": "month", "metric": "csat", "period": month},
+        headers=read)).json()
+    assert scores["items"][0]["n"] == 12 + (1 if month == now.strftime("%Y-%m") else 0)
+    again = (await client.post("/v1/events", params={"mode": "backfill"}, json=history,
+                               headers=auth(WRITE))).json()
+    assert again["duplicates"] == 12
+    bad = await client.post("/v1/events", params={"mode": "history"}, json=history,
+                            headers=auth(WRITE))
+    assert bad.status_code == 422

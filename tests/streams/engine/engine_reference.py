@@ -91,10 +91,10 @@ class Reference:
             if e.event_id in self.seen:
                 self.duplicates += 1
                 continue
-            self.seen.add(e.event_id)
             if self.watermark is not None and t < self.watermark - self.config.lateness_horizon:
-                self.late += 1
+                self.late += 1  # never counted, so not remembered: a resend is not a duplicate
                 continue
+            self.seen.add(e.event_id)
             self.accepted.append((e, t))
             self.watermark = t if self.watermark is None else max(self.watermark, t)
 

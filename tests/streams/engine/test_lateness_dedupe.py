@@ -71,9 +71,14 @@ BATCH_CASES = [
                  id="duplicate-across-batches"),
     pytest.param([[("a", 0)], [("a", 900)]], [(1, [], []), (0, ["a"], [])], 0,
                  id="same-id-other-time-is-a-duplicate"),
+    # A late event was never counted, so it is not remembered: sent again, it is late
+    # again (not a duplicate), in another batch or in the same one.
     pytest.param([[("a", 2000)], [("l", 0)], [("l", 0)]],
-                 [(1, [], []), (0, [], ["l"]), (0, ["l"], [])], 2000,
-                 id="a-late-event-sent-again-is-a-duplicate"),
+                 [(1, [], []), (0, [], ["l"]), (0, [], ["l"])], 2000,
+                 id="a-late-event-sent-again-is-late-again"),
+    pytest.param([[("a", 2000)], [("l", 0), ("l", 0), ("a", 2000)]],
+                 [(1, [], []), (0, ["a"], ["l", "l"])], 2000,
+                 id="a-late-event-twice-in-a-batch-is-late-twice"),
     pytest.param([[("l", 0), ("a", 2000)], [("b", 1400), ("c", 1399), ("b", 1400)]],
                  [(2, [], []), (1, ["b"], ["c"])], 2000, id="mixed"),
     pytest.param([[]], [(0, [], [])], None, id="empty-batch"),
