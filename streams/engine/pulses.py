@@ -238,33 +238,34 @@ def filter_series(filter: Mapping[str, tuple[str, ...]], scopes: Sequence[tuple[
 
 def seed_side(side: str, lo: int, hi: int, watermark: int | None,
               granularities: Mapping[str, Granularity], sids: Sequence[tuple[str, int]],
-              why_not: str | None) -> tuple[Seed, dict[str, FloatArray]]:
+              why_not: str | None, reference: int) -> tuple[Seed, dict[str, FloatArray]]:
     """How one side over [lo, hi) takes the state at the start, and what it takes.
 
     ``granularities`` in order, finest first; ``sids``: (metric, series id) of every
     series the filter sums; ``why_not``: why the filter cannot be read from the state
     (None: it can). The granularity is the finest that keeps the side's first bucket
-    (at ``watermark``; an empty state keeps everything) whose edges fall on both
-    bounds, else the finest that keeps it, the side then counting over the whole
-    buckets that cover its span (``exact`` False, said in ``note``).
+    (at ``watermark``; an empty state plans as if at ``reference``, the study's start)
+    whose edges fall on both bounds, else the finest that keeps it; the side then
+    counts from the start of the bucket of each bound (``exact`` False, said in
+    ``note``): a baseline that ends where the study starts still ends where it starts.
 
     The plan depends on the span and on which granularities keep it, not on whether
-    the state already holds answers in it: engines that kept the same buckets (the
+    the state already holds answers in it: engines that keep the same buckets (the
     input partitions of one deployment, one engine fed all of their events) plan
     alike, so their seeds add up to one engine's.
     """
     if why_not is not None:
         return Seed("live only", lo, hi, note=why_not), {}
+    at = reference if watermark is None else watermark
     keepers: list[tuple[str, Granularity, bool]] = []
     oldest = ("", lo)  # the coarsest granularity and its oldest bucket's start
     for name, gran in granularities.items():
         first = _bucket(gran, lo)
-        if watermark is not None:
-            kept_from = _bucket(gran, watermark) - gran.keep + 1
-            oldest = (name, _edges(gran, kept_from)[0])
-            if first < kept_from:
-                continue
-        exact = _edges(gran, first)[0] == lo and _edges(gran, _bucket(gran, hi - 1))[1] == hi
+        kept_from = _bucket(gran, at) - gran.keep + 1
+        oldest = (name, _edges(gran, kept_from)[0])
+        if first < kept_from:
+            continue
+        exact = _edges(gran, first)[0] == lo and _edges(gran, _bucket(gran, hi))[0] == hi
         keepers.append((name, gran, exact))
     if not keepers:
         return Seed("live only", lo, hi, note=(
@@ -272,12 +273,14 @@ def seed_side(side: str, lo: int, hi: int, watermark: int | None,
             f"{_grain(oldest[0])} buckets, the longest kept, go back to {_iso(oldest[1])}): "
             f"it counts only answers that arrive after the study started")), {}
     name, gran, exact = next((k for k in keepers if k[2]), keepers[0])
-    first, last = _bucket(gran, lo), _bucket(gran, hi - 1)
-    book = _sum(gran, first, last, sids) if watermark is not None and \
-        _edges(gran, first)[0] <= watermark else {}
+    first = _bucket(gran, lo)
+    start, end = _edges(gran, first)[0], _edges(gran, _bucket(gran, hi))[0]
+    if end <= start:  # the span lies inside one bucket: that bucket
+        end = _edges(gran, first)[1]
+    book = (_sum(gran, first, _bucket(gran, end - 1), sids)
+            if watermark is not None and start <= watermark else {})
     if exact:
         return Seed("state", lo, hi, name), book
-    start, end = _edges(gran, first)[0], _edges(gran, last)[1]
     return Seed("state", start, end, name, exact=False, note=(
         f"approximated to whole {_grain(name)} buckets: the {side} counts answers from "
         f"{_iso(start)} to {_iso(end)} (asked: {_iso(lo)} to {_iso(hi)}), those in the "
@@ -310,7 +313,8 @@ def seed(study: PulseStudy, watermark: int | None, granularities: Mapping[str, G
     """Seed both sides of a new study from the state (``seed_side``)."""
     for side, lo, hi in (("baseline", study.baseline_start, study.baseline_end),
                          ("study", study.start, study.end)):
-        found, book = seed_side(side, lo, hi, watermark, granularities, sids, why_not)
+        found, book = seed_side(side, lo, hi, watermark, granularities, sids, why_not,
+                                study.start)
         study.seeds[side] = found
         study.add(side, list(book), np.array(list(book.values())).reshape(-1, NCOLS))
 

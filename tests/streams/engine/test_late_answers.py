@@ -206,16 +206,17 @@ def test_pulse_studies_count_late_answers_in_their_range() -> None:
                        start - 9 * DAY, start - 2 * DAY)
     engine.ingest([ev("live", BASE + timedelta(hours=2))])
     # Days late, in the study's range and in its baseline's: both count; outside: not.
+    # ("first", in the state when the study started, counts too: seeded from the state.)
     engine.ingest([ev("late-study", BASE - timedelta(days=1), value=2),
                    ev("late-base", BASE - timedelta(days=5), value=5),
                    ev("too-early", BASE - timedelta(days=10), value=1),
                    ev("email", BASE - timedelta(days=1), channel="email")])
     [(metric, study, baseline)] = engine.pulses["p"].results()
-    assert (metric, study.n, baseline.n) == ("csat", 2, 1)
+    assert (metric, study.n, baseline.n) == ("csat", 3, 1)
     engine.end_pulse("p")  # ended: it counts no more, late or not
     engine.ingest([ev("after", BASE - timedelta(days=1), value=1)])
     [(_, study, _)] = engine.pulses["p"].results()
-    assert study.n == 2
+    assert study.n == 3
 
 
 def test_revisions_survive_a_snapshot() -> None:

@@ -106,10 +106,11 @@ def test_a_baseline_last_week_counts_the_answers_in_the_state(week: list[Touchpo
     assert scores["csat"].value == pytest.approx(
         sum(1 for e in csat if (e.value or 0) >= 4) / len(csat))
     # The study starts now, off the minute: nothing of it is in the state yet, but it
-    # counts from the whole minute, as every engine that keeps the minute would.
+    # counts from the start of that minute (to the start of its end's), as every engine
+    # that keeps the minute would.
     seed = study.seeds["study"]
     assert (seed.source, seed.granularity, seed.exact) == ("state", "60s", False)
-    assert (seed.start, seed.end) == (NOW - NOW % 60, NOW + 7 * DAY - NOW % 60 + 60)
+    assert (seed.start, seed.end) == (NOW - NOW % 60, NOW + 7 * DAY - NOW % 60)
     assert seed.note is not None and "approximated to whole minute buckets" in seed.note
     assert book(study, "study") == {}
 
@@ -183,11 +184,11 @@ def test_a_baseline_off_the_hours_is_approximated_to_whole_hours_and_says_so(
     study = engine.start_pulse("p", "odd", {"channel": ["chat"]}, baseline_start=lo,
                                baseline_end=hi, start=NOW, end=NOW + DAY)
     seed = study.seeds["baseline"]
-    used = (DAY0 + 2 * DAY, DAY0 + 5 * DAY + HOUR)
+    used = (DAY0 + 2 * DAY, DAY0 + 5 * DAY)  # each bound to the start of its hour
     assert (seed.source, seed.granularity, seed.exact, (seed.start, seed.end)) == (
         "state", "3600s", False, used)
     assert seed.note is not None and "approximated to whole hourly buckets" in seed.note
-    assert "2026-03-20T00:00:00Z to 2026-03-23T01:00:00Z" in seed.note
+    assert "2026-03-20T00:00:00Z to 2026-03-23T00:00:00Z" in seed.note
     # Later answers count over the same span: the baseline is every answer in it.
     late = make_event(event_id="late-edge", occurred_at=at(used[0] + 5), channel="chat")
     engine.ingest([late])
@@ -298,3 +299,32 @@ def test_engines_on_either_side_of_the_start_seed_what_one_engine_seeds(
     for side in ("baseline", "study"):
         assert book(merged, side) == book(one.pulses["p"], side)
     assert book(one.pulses["p"], "study")["csat"][0] == 3  # the start's minute, whole
+
+
+def test_a_baseline_that_ends_where_the_study_starts_still_does() -> None:
+    """Off the minute, on an empty engine: each bound moves to the start of its bucket
+    (the baseline's of its hour, the study's of its minute), so neither side takes the
+    other's answers."""
+    engine = Engine(CONFIG)
+    study = engine.start_pulse("p", "x", {"channel": ["chat"]}, start=NOW, end=NOW + DAY,
+                               baseline_start=NOW - 7 * DAY, baseline_end=NOW)
+    assert study.seeds["baseline"].end == NOW - NOW % HOUR
+    assert study.seeds["study"].start == NOW - NOW % 60
+    engine.ingest([make_event(event_id=f"s{i}", occurred_at=at(NOW + i), channel="chat")
+                   for i in range(5)]
+                  + [make_event(event_id="b", occurred_at=at(NOW - 1800), channel="chat")])
+    [(_, current, baseline)] = study.results()
+    assert (current.n, baseline.n) == (5, 1)
+
+
+def test_an_empty_partition_plans_as_the_busy_ones(week: list[TouchpointEvent]) -> None:
+    """A partition that has seen no answer plans as if at the study's start, as a
+    partition whose newest answer is about then: the merged seeds are one engine's."""
+    busy, empty = fed(week), Engine(CONFIG)
+    one = fed(week)
+    for engine in (one, busy, empty):
+        engine.start_pulse("p", "x", {"channel": ["chat"]}, **LAST_WEEK)
+    merged = merge_studies([[busy.pulses["p"].state()], [empty.pulses["p"].state()]])["p"]
+    assert merged.seeds == one.pulses["p"].seeds
+    assert merged.seeds["baseline"].granularity == "3600s"
+    assert book(merged, "baseline") == book(one.pulses["p"], "baseline")
