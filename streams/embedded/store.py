@@ -286,7 +286,7 @@ class CommandLog:
                 conn.execute(statement)
             rows = conn.execute("SELECT id, payload FROM dead_letters").fetchall()
             for row_id, payload in rows:
-                kept = keep(bytes(payload), self.dead_letter_max_bytes)
+                kept = keep(bytes(payload), self.dead_letter_max_bytes, self.comments)
                 conn.execute("UPDATE dead_letters SET payload = ?, size = ?, sha256 = ? "
                              "WHERE id = ?", (kept.head, kept.size, kept.sha256, row_id))
             conn.execute("UPDATE meta SET value = ? WHERE key = 'storage_version'",
