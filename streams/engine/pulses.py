@@ -239,6 +239,20 @@ def filter_series(filter: Mapping[str, tuple[str, ...]], scopes: Sequence[tuple[
 def seed_side(side: str, lo: int, hi: int, watermark: int | None,
               granularities: Mapping[str, Granularity], sids: Sequence[tuple[str, int]],
               why_not: str | None, reference: int) -> tuple[Seed, dict[str, FloatArray]]:
+    """How one side over [lo, hi) takes the state at the start, and what it takes
+    (``plan_side``); a span whose bucket edges are not dates (year 1, year 9999: no
+    answer can lie there) is live only."""
+    try:
+        return plan_side(side, lo, hi, watermark, granularities, sids, why_not, reference)
+    except (ValueError, OverflowError, OSError):
+        return Seed("live only", lo, hi, note=(
+            f"the {side} span lies outside the dates the state's buckets can hold: it "
+            "counts only answers that arrive after the study started")), {}
+
+
+def plan_side(side: str, lo: int, hi: int, watermark: int | None,
+              granularities: Mapping[str, Granularity], sids: Sequence[tuple[str, int]],
+              why_not: str | None, reference: int) -> tuple[Seed, dict[str, FloatArray]]:
     """How one side over [lo, hi) takes the state at the start, and what it takes.
 
     ``granularities`` in order, finest first; ``sids``: (metric, series id) of every

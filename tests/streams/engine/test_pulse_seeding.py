@@ -382,3 +382,20 @@ def test_every_answer_counts_once_whenever_it_arrives(seed: int) -> None:
                 want = by_hand(arrival[cut:], *asked, filter_)
             assert book(study, side) == {m: v for m, v in want.items() if any(v)}, (
                 pulse_id, side, seed_)
+
+
+@pytest.mark.parametrize("fill", [False, True])
+def test_spans_at_the_ends_of_the_calendar_are_live_only(fill: bool) -> None:
+    """Found by the API fuzzer: a study from year 1 (or to year 9999) cannot be planned
+    on buckets whose edges are not dates; it is live only and says so, no error."""
+    engine = fed(traffic(until=DAY0 + DAY)) if fill else Engine(CONFIG)
+    year1, y2k = -62_135_596_800, 946_684_800
+    old = engine.start_pulse("a", "x", {}, start=year1, end=y2k, baseline_start=y2k - 365 * DAY,
+                             baseline_end=y2k)
+    assert old.seeds["study"].source == "live only"
+    assert old.seeds["baseline"].source in ("state", "live only")
+    far = engine.start_pulse("b", "x", {}, start=DAY0, end=253_402_300_799,
+                             baseline_start=DAY0 - DAY, baseline_end=DAY0)
+    assert far.seeds["study"].source in ("state", "live only")
+    assert all(s.note or s.source == "state" for s in (*old.seeds.values(),
+                                                      *far.seeds.values()))
