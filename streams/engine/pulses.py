@@ -8,9 +8,10 @@ When a study starts, the answers already in the state count too where the state 
 tell them apart (``seed``): when the filter's dimensions are exactly a configured scope
 (the empty filter: the overall scope), each side (baseline, study) takes the sum of its
 filter's series over the buckets the engine keeps, in the finest granularity that still
-keeps the side's span, preferring one whose bucket edges fall on the span's bounds. From
-then on the study counts answers as they arrive (late ones included), by event time,
-over the span the seed covered: every answer is in the state before the start (and so in
+keeps the side's span, preferring one whose bucket edges fall on the span's bounds (else
+each bound moves to the start of its bucket, and the side says so). From then on the
+study counts answers as they arrive (late ones included), by event time, over the span
+the seed covered: every answer is in the state before the start (and so in
 the seed) or arrives after it (and so in the streaming count), never both. A side that
 cannot be seeded says why (``Seed.source`` ``live only``, ``Seed.note``), never a silent
 n 0.
@@ -59,8 +60,9 @@ class Seed:
     - ``granularity``: the buckets the side is summed from (``60s``, ``3600s``, ``day``,
       ...), whether or not the state held answers in its span yet; None when live only.
     - ``start``, ``end``: the span counted, epoch seconds, [start, end): the asked span,
-      or the whole buckets covering it when the state could not split a bucket at its
-      bounds (``exact`` False); answers arriving later count over the same span.
+      or, when the state could not split a bucket at a bound, that bound moved to the
+      start of its bucket (``exact`` False); answers arriving later count over the same
+      span.
     """
 
     source: Source
