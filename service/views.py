@@ -102,7 +102,8 @@ def seed_view(study: PulseStudy) -> dict[str, Any]:
     that arrived after the start, ``baseline_note`` says why; ``mixed``: partitions
     differed), the same for the study's span, and per side the span counted (the asked
     one, or the whole buckets covering it when ``exact`` is false) and the buckets summed
-    (``granularity``: ``60s``, ``3600s``, ``day`` ...; null when live only)."""
+    (``granularity``: ``60s``, ``3600s``, ``day`` ...; null when live only), with the
+    finer buckets that summed the bucket holding its end (``tail_granularity``)."""
     baseline, current = study.seed_of("baseline"), study.seed_of("study")
     return {
         "baseline_source": baseline.source,
@@ -110,7 +111,8 @@ def seed_view(study: PulseStudy) -> dict[str, Any]:
         "study_source": current.source,
         "study_note": current.note,
         "counted": {side: {"start": iso(seed.start), "end": iso(seed.end),
-                           "granularity": seed.granularity, "exact": seed.exact}
+                           "granularity": seed.granularity,
+                           "tail_granularity": seed.tail, "exact": seed.exact}
                     for side, seed in (("baseline", baseline), ("study", current))},
     }
 

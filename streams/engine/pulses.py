@@ -63,6 +63,9 @@ class Seed:
       or, when the state could not split a bucket at a bound, that bound moved to the
       start of its bucket (``exact`` False); answers arriving later count over the same
       span.
+    - ``tail``: finer buckets (``60s``) summed for the end of the span, from the start of
+      the ``granularity`` bucket that holds ``end``, when they keep it: a baseline of two
+      weeks that ends now is summed by the hour, its last hour by the minute.
     """
 
     source: Source
@@ -71,15 +74,18 @@ class Seed:
     granularity: str | None = None
     exact: bool = True
     note: str | None = None
+    tail: str | None = None
 
     def state(self) -> list[Any]:
         """Snapshot as a plain list."""
-        return [self.source, self.start, self.end, self.granularity, self.exact, self.note]
+        return [self.source, self.start, self.end, self.granularity, self.exact, self.note,
+                self.tail]
 
     @classmethod
     def from_state(cls, s: Sequence[Any]) -> Seed:
         """Restore a snapshot taken by ``state``."""
-        return cls(s[0], int(s[1]), int(s[2]), s[3], bool(s[4]), s[5])
+        return cls(s[0], int(s[1]), int(s[2]), s[3], bool(s[4]), s[5],
+                   s[6] if len(s) > 6 else None)
 
 
 @dataclass(slots=True)
@@ -290,17 +296,33 @@ def plan_side(side: str, lo: int, hi: int, watermark: int | None,
             f"it counts only answers that arrive after the study started")), {}
     name, gran, exact = next((k for k in keepers if k[2]), keepers[0])
     first = _bucket(gran, lo)
-    start, end = _edges(gran, first)[0], _edges(gran, _bucket(gran, hi))[0]
+    start, body_end = _edges(gran, first)[0], _edges(gran, _bucket(gran, hi))[0]
+    end, tail = body_end, None
+    if body_end != hi and body_end > start:  # the end's bucket, by finer buckets?
+        for fine_name, fine in granularities.items():
+            if fine_name == name:
+                break  # (finest first: only finer ones)
+            b = _bucket(fine, body_end)
+            if _edges(fine, b)[0] == body_end and b >= _bucket(fine, at) - fine.keep + 1:
+                tail, end = fine_name, _edges(fine, _bucket(fine, hi))[0]
+                break
     if end <= start:  # the span lies inside one bucket: that bucket
         end = _edges(gran, first)[1]
-    book = (_sum(gran, first, _bucket(gran, end - 1), sids)
-            if watermark is not None and start <= watermark else {})
-    if exact:
-        return Seed("state", lo, hi, name), book
-    return Seed("state", start, end, name, exact=False, note=(
-        f"approximated to whole {_grain(name)} buckets: the {side} counts answers from "
-        f"{_iso(start)} to {_iso(end)} (asked: {_iso(lo)} to {_iso(hi)}), those in the "
-        f"state before the start and those that arrive after it")), book
+    book: dict[str, FloatArray] = {}
+    if watermark is not None and start <= watermark:
+        book = _sum(gran, first, _bucket(gran, (end if tail is None else body_end) - 1), sids)
+        if tail is not None and body_end <= watermark:
+            fine = granularities[tail]
+            for metric, vector in _sum(fine, _bucket(fine, body_end), _bucket(fine, end - 1),
+                                       sids).items():
+                book[metric] = book[metric] + vector if metric in book else vector
+    if start == lo and end == hi:
+        return Seed("state", lo, hi, name, tail=tail), book
+    finer = "" if tail is None else f" (its last {_grain(name)} bucket by {_grain(tail)} ones)"
+    return Seed("state", start, end, name, exact=False, tail=tail, note=(
+        f"approximated to whole {_grain(name)} buckets{finer}: the {side} counts answers "
+        f"from {_iso(start)} to {_iso(end)} (asked: {_iso(lo)} to {_iso(hi)}), those in "
+        f"the state before the start and those that arrive after it")), book
 
 
 def _sum(gran: Granularity, first: int, last: int,
@@ -344,7 +366,7 @@ def _merge_seeds(seeds: list[Seed]) -> Seed:
     differ (a partition whose state no longer kept the span's hours, say)."""
     first = seeds[0]
     if all(s.source == first.source and s.start == first.start and s.end == first.end
-           and s.granularity == first.granularity for s in seeds):
+           and s.granularity == first.granularity and s.tail == first.tail for s in seeds):
         return first
     kinds: dict[str, int] = {}
     for s in seeds:

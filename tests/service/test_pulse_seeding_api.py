@@ -63,7 +63,7 @@ async def test_a_scope_filter_counts_the_state_and_says_so(client: httpx.AsyncCl
     assert got["counted"]["baseline"] == {
         "start": BASELINE_START.isoformat().replace("+00:00", "Z"),
         "end": (BASELINE_START + 3 * DAY).isoformat().replace("+00:00", "Z"),
-        "granularity": "3600s", "exact": True}
+        "granularity": "3600s", "tail_granularity": None, "exact": True}
     # A late answer whose time lies in the baseline, after the start: counts once;
     # a resend of one already counted: a duplicate.
     await post(client, [past(300, 50, channel="chat", value=5), HISTORY[0]])

@@ -302,14 +302,16 @@ def test_engines_on_either_side_of_the_start_seed_what_one_engine_seeds(
 
 
 def test_a_baseline_that_ends_where_the_study_starts_still_does() -> None:
-    """Off the minute, on an empty engine: each bound moves to the start of its bucket
-    (the baseline's of its hour, the study's of its minute), so neither side takes the
-    other's answers."""
+    """Off the minute, on an empty engine: each bound moves to the start of its bucket,
+    the baseline's end by the minute buckets that keep its last hour, so the baseline
+    ends where the study starts and neither side takes the other's answers."""
     engine = Engine(CONFIG)
     study = engine.start_pulse("p", "x", {"channel": ["chat"]}, start=NOW, end=NOW + DAY,
                                baseline_start=NOW - 7 * DAY, baseline_end=NOW)
-    assert study.seeds["baseline"].end == NOW - NOW % HOUR
-    assert study.seeds["study"].start == NOW - NOW % 60
+    assert study.seeds["baseline"].end == study.seeds["study"].start == NOW - NOW % 60
+    assert (study.seeds["baseline"].granularity, study.seeds["baseline"].tail) == (
+        "3600s", "60s")
+    assert "(its last hourly bucket by minute ones)" in (study.seeds["baseline"].note or "")
     engine.ingest([make_event(event_id=f"s{i}", occurred_at=at(NOW + i), channel="chat")
                    for i in range(5)]
                   + [make_event(event_id="b", occurred_at=at(NOW - 1800), channel="chat")])
