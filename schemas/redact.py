@@ -37,8 +37,10 @@ _EMAIL: Final = re.compile(rf"(?<![{_LOCAL}])[{_LOCAL}]++@[\w-]+(?:\.[\w-]+)*")
 run taken whole (possessive), so a long comment costs linear time, not quadratic."""
 _SEPARATORS: Final = " \u00a0\u202f\u2009\\-\u2010\u2011\u2012\u2013./()"
 _PHONE: Final = re.compile(
-    rf"[+(\d](?<![A-Za-z_+@\-\d].)[\d{_SEPARATORS}]*\d\)?(?![A-Za-z_@\d])")
-"""Candidates: ``+``, ``(`` or a digit, then digits and separators up to a digit, not
+    rf"[+(\d](?<![A-Za-z_+@\-\d].)(?:(?<=\+)(?=[\d(])|(?<!\+))"
+    rf"[\d{_SEPARATORS}]*\d\)?(?![A-Za-z_@\d])")
+"""Candidates: ``+`` right before a digit or ``(``, ``(`` or a digit, then digits and
+separators up to a digit (a ``+`` that ends a word, ``AÀ+ 555 1234``, is the word's), not
 part of an identifier (no ASCII letter, ``_``, ``-``, ``+``, ``@`` or digit right before
 it; no ASCII letter, ``_``, ``@`` or digit right after it); ``_phone`` decides. Starting
 with a character class lets the engine skip to candidates (a lookbehind first would be
