@@ -65,7 +65,9 @@ async def detection(
     """Each series a sequential drop rule watches: its evidence so far (the CUSUM
     ``llr`` against its ``threshold``; ``evidence`` = their ratio, 1 pages), the drop
     size and start behind it, and ``decision_hours``, the time to a decision at the
-    current volume if that drop is real and goes on. Closest to paging first."""
+    current volume if that drop is real and goes on. Closest to paging first.
+    ``sequential_rules`` names the configured sequential drop rules (empty: every drop
+    rule uses the window test, the default, and nothing is listed)."""
     config, restarts = await runner.read_detector(lambda d: (d.config, d.restarts()))
     items = await runner.read(lambda engine: detection_state(engine, config,
                                                              restarts=restarts))
@@ -74,7 +76,8 @@ async def detection(
              and (holds is None or i.get("holds", False) == holds)]
     items.sort(key=lambda i: -i.get("evidence", -1.0))
     return {"items": items[offset: offset + limit], "total": len(items), "limit": limit,
-            "offset": offset}
+            "offset": offset,
+            "sequential_rules": [r.name for r in config.drops if r.test == "sequential"]}
 
 
 @router.get("/followups")

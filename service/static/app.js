@@ -21,6 +21,7 @@
   const OVERVIEW_TRENDS = { '15m': '1m', '1h': '1h' };  // the cards: a minute and an hour
   const SMALL_N = 30;         // fewer answers than this: drawn as uncertain (dashed)
   const RECENT_SHOWN = 10;    // pending and resolved alerts listed
+  const DETECTION_SHOWN = 10; // series listed in the detection panel, closest to paging
   const query = new URLSearchParams(location.search);
   const EVERY_MS = Math.max(1, Number(query.get('every')) || 5) * 1000;
   const SVG_NS = 'http://www.w3.org/2000/svg';
@@ -330,6 +331,7 @@
         + `&metric=${enc(q.metric)}&limit=1000`),
       periodic: api(`/v1/scores?family=periodic&window=${enc(q.period)}&limit=100`),
       alerts: api('/v1/alerts?limit=200'),
+      detection: api(`/v1/detection?limit=${DETECTION_SHOWN}`),
       pulses: api('/v1/pulses'),
       journeys: api(`/v1/scores/journeys?journey_type=${enc(q.journeyType)}`),
       t15: api(`/v1/scores/series?step=${OVERVIEW_TRENDS['15m']}&since=${since(TRENDS['15m'].span)}`),
@@ -367,6 +369,7 @@
     section('overview', got.o15 && got.o1h ? [got.o15, got.o1h, got.t15, got.t1h] : null,
       failed.o15 || failed.o1h, () => renderOverview(got.o15.items, got.o1h.items));
     section('alerts', got.alerts, failed.alerts, () => renderAlerts(got.alerts.items));
+    section('detection', got.detection, failed.detection, () => renderDetection(got.detection));
     section('breakdown', got.scope ? [q, got.scope, got.tscope] : null, failed.scope,
       () => renderBreakdown(got.scope.items, q));
     section('periodic', got.periodic ? [q.period, got.periodic] : null, failed.periodic,
@@ -631,6 +634,94 @@
         .filter(Boolean), rows, { class: 'scores' });
   }
 
+  /** Hours as words: "now", "about 40 min", "about 3.5 h", "about 4 days". */
+  function fmtHours(hours) {
+    if (hours <= 0) return 'now';
+    if (hours < 1.5) return `about ${Math.max(1, Math.round(hours * 60))}\u00a0min`;
+    if (hours < 48) return `about ${hours.toFixed(1)}\u00a0h`;
+    return `about ${nf.format(Math.round(hours / 24))}\u00a0days`;
+  }
+
+  /** Evidence toward the threshold: a bar on 0 to 1.25, the tick at 1 (pages). */
+  function evidenceBar(item) {
+    const W = 200;
+    const H = 20;
+    const top = 1.25;
+    const x = (v) => 4 + (Math.min(top, Math.max(0, v)) / top) * (W - 8);
+    const ev = item.evidence;
+    const label = `evidence ${ev.toFixed(2)} of 1.00 that pages`
+      + (item.holds ? ': past the threshold' : '');
+    return svg('svg', { class: `bar evbar${item.holds ? ' holds' : ''}`, viewBox: `0 0 ${W} ${H}`,
+      role: 'img', 'aria-label': label },
+    svg('rect', { class: 'track', x: 4, y: 6, width: W - 8, height: 8, rx: 3 }),
+    svg('rect', { class: 'fill', x: 4, y: 6, width: Math.max(0, x(ev) - 4), height: 8, rx: 3 }),
+    svg('line', { class: 'target', x1: x(1), x2: x(1), y1: 0, y2: H }));
+  }
+
+  function decisionText(item) {
+    if (item.holds || item.decision_hours === 0) return 'pages now: the evidence is past the threshold';
+    const rate = item.per_hour > 0 ? ` at ${nf.format(Math.round(item.per_hour))} answers/h` : '';
+    if (item.decision_hours === null || item.decision_hours === undefined) {
+      return `none: no drop building up${rate}`;
+    }
+    return `${fmtHours(item.decision_hours)}${rate}`;
+  }
+
+  function renderDetection(data) {
+    const items = data.items || [];
+    const rules = data.sequential_rules;
+    if (Array.isArray(rules) && !rules.length) {
+      return [
+        h('p', { id: 'detection-none', class: 'muted', text: 'No series is watched by a '
+          + 'sequential rule, so there is no evidence to show here. Every drop rule uses the '
+          + 'window test (the default): it compares the last hour with the 7 days before at '
+          + 'each evaluation and keeps no running evidence.' }),
+        h('p', { class: 'muted small' }, 'To watch series here, set ', h('code', { text: '"test": "sequential"' }),
+          ' on a drop rule in the detection configuration (', h('code', { text: 'TOUCHSTREAM_DETECTION_CONFIG' }),
+          '; see docs/alerting.md, “The sequential drop test”). It tests a series once its '
+          + 'baseline holds answers.'),
+      ];
+    }
+    if (!items.length) {
+      return h('p', { id: 'detection-none', class: 'muted' },
+        Array.isArray(rules)
+          ? ['No series to show yet: the sequential rule', rules.length > 1 ? 's ' : ' ',
+            rules.flatMap((r, i) => [i ? ', ' : '', name(r)]), ' watch no answers so far.']
+          : 'No series is watched by a sequential rule.');
+    }
+    const rows = items.map((it, i) => {
+      const unit = unitOf(it.metric);
+      const attrs = { 'data-scope': scopeKey(it.scope), 'data-metric': it.metric, 'data-rule': it.rule,
+        'data-rank': i, class: it.tested ? (it.holds ? 'holds' : null) : 'untested' };
+      const head = [
+        h('th', { scope: 'row' }, scopeLabel(it.scope)),
+        h('td', {}, metricName(it.metric), h('span', { class: 'muted small' }, ' · rule ', name(it.rule))),
+      ];
+      if (!it.tested) {
+        return h('tr', attrs, head,
+          h('td', { colspan: 3, class: 'muted', text: `not tested: ${it.reason || 'no reason given'}` }));
+      }
+      return h('tr', { ...attrs, 'data-evidence': String(it.evidence) }, head,
+        h('td', { class: 'bar-cell' },
+          h('span', { class: 'evidence value', text: it.evidence.toFixed(2) }),
+          h('span', { class: 'muted small', text: it.holds ? ' ≥ 1.00: pages' : ' of 1.00' }),
+          evidenceBar(it)),
+        h('td', {},
+          h('span', { class: 'shift', text: it.shift > 0 ? fmtDiff(unit, -it.shift) : '–' }),
+          h('span', { class: 'muted small', text: it.change_start
+            ? ` since ${fmtTime(it.change_start)} (${nf.format(Math.round(it.change_n))} answers)` : '' })),
+        h('td', { class: 'decision', text: decisionText(it) }));
+    });
+    const rest = (data.total || items.length) - items.length;
+    return [
+      table('Series watched by sequential drop rules, closest to paging first',
+        ['Scope', 'Metric', 'Evidence (1.00 pages)', 'Estimated drop', 'Time to a decision'],
+        rows, { class: 'detection' }),
+      rest > 0 ? h('p', { id: 'detection-rest', class: 'muted small',
+        text: `and ${nf.format(rest)} more series further from paging (see /v1/detection)` }) : null,
+    ];
+  }
+
   function overlap(a, b) {
     return a && b && a.low !== null && b.low !== null && a.low <= b.high && b.low <= a.high;
   }
@@ -762,7 +853,7 @@
     rendered.clear();
     trends.clear();
     firingSeen = null;
-    for (const id of ['overview', 'alerts', 'breakdown', 'periodic', 'pulses', 'journeys']) {
+    for (const id of ['overview', 'alerts', 'detection', 'breakdown', 'periodic', 'pulses', 'journeys']) {
       $(`${id}-body`).replaceChildren();
     }
     $('updated').textContent = '';

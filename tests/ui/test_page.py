@@ -94,8 +94,8 @@ async def test_the_page_is_served_without_a_key_at_root_and_ui(
     assert '<html lang="en">' in html and 'name="viewport"' in html
     found = references(html)
     # What the script fills in and what the browser test reads.
-    assert {"key-form", "key", "status", "overview-body", "alerts-body", "breakdown-body",
-            "periodic-body", "pulses-body", "journeys-body"} <= found.ids
+    assert {"key-form", "key", "status", "overview-body", "alerts-body", "detection-body",
+            "breakdown-body", "periodic-body", "pulses-body", "journeys-body"} <= found.ids
     assert 'aria-live="polite"' in html
     assert '<label for="key">' in html
 
@@ -144,6 +144,7 @@ async def test_the_page_references_nothing_outside_its_origin(
                                                                    "/v1/scores/journeys",
                                                                    "/v1/scores/series",
                                                                    "/v1/alerts",
+                                                                   "/v1/detection",
                                                                    "/v1/pulses"}
 
 
@@ -211,11 +212,12 @@ def later(count: int) -> list[dict[str, Any]]:
 
 
 class Service:
-    """``touchstream serve`` as a process with a read key, an admin key, a CSAT target
-    and a drop rule that fires at once."""
+    """``touchstream serve`` as a process with a read key, an admin key, a CSAT target,
+    a window drop rule that fires at once and a sequential CSAT drop rule by channel and
+    segment; ``default``: the built-in engine and detection configuration instead."""
 
-    def __init__(self, root: Path) -> None:
-        self.root, self.port = root, free_port()
+    def __init__(self, root: Path, default: bool = False) -> None:
+        self.root, self.port, self.default = root, free_port(), default
         self.log = root / "serve.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -228,16 +230,21 @@ class Service:
                                        Target(metric="nps", value=30)))
         detection = DetectionConfig(drops=(DropRule(
             name="csat-drop", metric="csat", scopes=(("channel",),), hold_seconds=0,
-            min_n_window=50, min_n_baseline=100, severity="critical", owner="support"),))
+            min_n_window=50, min_n_baseline=100, severity="critical", owner="support"),
+            DropRule(name=SEQUENTIAL, metric="csat", test="sequential",
+                     scopes=(("channel",), ("segment",)), horizon="1d",
+                     baseline=("prior", "2d"), severity="warning", owner="support")))
         (self.root / "engine.json").write_text(engine.model_dump_json(), encoding="utf-8")
         (self.root / "detection.json").write_text(detection.model_dump_json(),
                                                   encoding="utf-8")
-        env = {**os.environ,
-               "TOUCHSTREAM_DATA_DIR": str(self.root / "data"),
-               "TOUCHSTREAM_PORT": str(self.port),
-               "TOUCHSTREAM_API_KEYS": f"viewer:read:{READ},feeder:read+write+admin:{ADMIN}",
-               "TOUCHSTREAM_ENGINE_CONFIG": str(self.root / "engine.json"),
-               "TOUCHSTREAM_DETECTION_CONFIG": str(self.root / "detection.json")}
+        env = {key: value for key, value in os.environ.items()
+               if key not in ("TOUCHSTREAM_ENGINE_CONFIG", "TOUCHSTREAM_DETECTION_CONFIG")}
+        env |= {"TOUCHSTREAM_DATA_DIR": str(self.root / "data"),
+                "TOUCHSTREAM_PORT": str(self.port),
+                "TOUCHSTREAM_API_KEYS": f"viewer:read:{READ},feeder:read+write+admin:{ADMIN}"}
+        if not self.default:
+            env |= {"TOUCHSTREAM_ENGINE_CONFIG": str(self.root / "engine.json"),
+                    "TOUCHSTREAM_DETECTION_CONFIG": str(self.root / "detection.json")}
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen([sys.executable, "-m", "service", "serve"], env=env,
                                          stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
@@ -296,6 +303,21 @@ def chromium_path() -> str:
 OVERALL_CSAT_N = ("document.querySelector('#overview-body [data-metric=\"csat\"] "
                   "[data-window=\"15m\"] .n')?.dataset.n")
 FIRING = "#alerts-firing [data-rule=\"csat-drop\"][data-state=\"firing\"]"
+SEQUENTIAL = "csat-seq"
+DETECTION_ROW = "#detection-body tr[data-rank=\"{}\"]"
+
+
+def scope_key(scope: dict[str, str]) -> str:
+    """The page's ``data-scope``: dimension=value pairs joined by &."""
+    return "&".join(f"{k}={v}" for k, v in scope.items())
+
+
+async def sign_in(page: Page, url: str) -> None:
+    await page.send("Page.navigate", url=f"{url}/?every=1")
+    await page.wait_for("document.readyState === 'complete' && "
+                        "!!document.getElementById('key')", "the page to load")
+    await page.evaluate(f"document.getElementById('key').value = {READ!r};"
+                        " document.getElementById('key-form').requestSubmit()")
 
 
 async def text_of(page: Page, selector: str) -> str:
@@ -317,7 +339,18 @@ async def test_the_page_in_chromium_shows_scores_and_the_planted_alert_live(
             "baseline_end": NOW.isoformat()}).raise_for_status()
         service.post(traffic())
         firing = c.get("/v1/alerts", params={"state": "firing"}).json()["items"]
-        assert [(a["rule"], a["scope"]) for a in firing] == [("csat-drop", {"channel": "chat"})]
+        assert [(a["rule"], a["scope"]) for a in firing if a["rule"] == "csat-drop"] \
+            == [("csat-drop", {"channel": "chat"})]
+        assert {"channel": "phone"} not in [a["scope"] for a in firing]
+        # The sequential rule's state: chat's drop (and the segment that is only chat)
+        # closest to paging, phone far from it; email has no baseline yet.
+        detection = c.get("/v1/detection").json()
+        assert detection["sequential_rules"] == [SEQUENTIAL]
+        ranked = detection["items"]
+        dropping = [{"channel": "chat"}, {"segment": ARABIC}]
+        assert ranked[0]["scope"] in dropping and ranked[0]["holds"], ranked[:3]
+        evidence = {scope_key(i["scope"]): i["evidence"] for i in ranked if i["tested"]}
+        assert evidence["channel=chat"] >= 1.0 > evidence["channel=phone"]
         expected_n = c.get("/v1/scores", params={"window": "15m", "metric": "csat"}
                            ).json()["items"][0]["n"]
 
@@ -364,7 +397,32 @@ async def test_the_page_in_chromium_shows_scores_and_the_planted_alert_live(
         assert "CSAT" in alert and "q < 0.001" in alert
         assert await page.evaluate("sessionStorage.getItem('touchstream.readKey')") == READ
         status = await text_of(page, "#status")
-        assert "1 alert firing" in status
+        assert f"{len(firing)} alerts firing" in status
+
+        # Detection: the dropping series first, each with the evidence the API gives, as
+        # text and as a bar toward the threshold; scopes in any script kept as written.
+        await page.wait_for(f"document.querySelector({DETECTION_ROW.format(0)!r})"
+                            "?.dataset.rule === 'csat-seq'", "the detection panel")
+        shown = await page.evaluate(
+            "[...document.querySelectorAll('#detection-body tbody tr')].map((r) => ({"
+            " scope: r.dataset.scope, evidence: r.dataset.evidence ?? null,"
+            " text: r.querySelector('.evidence')?.textContent ?? null,"
+            " name: r.querySelector('th').textContent, bar: r.querySelector('svg')"
+            "?.getAttribute('aria-label') ?? null, decision: r.querySelector('.decision')"
+            "?.textContent ?? r.textContent }))")
+        assert [r["scope"] for r in shown] == [scope_key(i["scope"]) for i in ranked[:10]]
+        assert shown[0]["scope"] in {scope_key(s) for s in dropping}
+        for row in shown:
+            if row["scope"] in evidence:
+                assert float(row["evidence"]) == evidence[row["scope"]], row
+                assert row["text"] == f"{evidence[row['scope']]:.2f}", row
+                assert row["bar"].startswith(f"evidence {row['text']} of 1.00"), row
+        assert "pages now" in shown[0]["decision"]
+        (arabic,) = [r for r in shown if r["scope"] == f"segment={ARABIC}"]
+        assert ARABIC in arabic["name"]
+        email = [r for r in shown if r["scope"] == "channel=email"]
+        assert not email or "not tested" in email[0]["decision"]
+        assert "csat-seq" in await text_of(page, DETECTION_ROW.format(0))
         badge = await text_of(page, "#overview-body [data-metric=\"csat\"] "
                                     "[data-window=\"15m\"] .badge")
         assert "below target" in badge  # chat's drop takes the overall 15 min under 80%
@@ -449,3 +507,32 @@ async def test_the_page_in_chromium_shows_scores_and_the_planted_alert_live(
                                and any(p in e["params"]["entry"]["text"] for p in provoked)))]
         assert errors == []  # no script error, no CSP violation, nothing else failed to load
     assert time.monotonic() - started < 60
+
+
+@pytest.mark.integration
+async def test_the_page_says_when_no_series_is_watched_by_a_sequential_rule(
+        chromium_path: str, tmp_path: Path) -> None:
+    """The default configuration: every drop rule uses the window test, so the detection
+    panel says so and how to change it, rather than showing an empty box."""
+    service = Service(tmp_path, default=True)
+    try:
+        service.start()
+        with httpx.Client(base_url=service.url,
+                          headers={"Authorization": f"Bearer {READ}"}) as c:
+            body = c.get("/v1/detection").json()
+        assert body["items"] == [] and body["sequential_rules"] == []
+        async with chromium(chromium_path, tmp_path / "profile",
+                            tmp_path / "chromium.log") as page:
+            await page.send("Page.enable")
+            await sign_in(page, service.url)
+            message = await page.wait_for(
+                "document.getElementById('detection-none')?.textContent",
+                "the detection panel's message")
+            assert "No series is watched by a sequential rule" in message
+            assert "window test" in message
+            panel = await text_of(page, "#detection-body")
+            assert '"test": "sequential"' in panel and "TOUCHSTREAM_DETECTION_CONFIG" in panel
+            assert await page.evaluate(
+                "document.querySelectorAll('#detection-body table').length") == 0
+    finally:
+        service.stop()
