@@ -153,8 +153,15 @@ def create_app(
     app.state.limiter = (TokenBuckets(settings.rate_limit, settings.rate_burst)
                          if settings.rate_limit > 0 else None)
 
+    # Every route behind a key may also answer these (service/auth.py, the runner).
+    behind_a_key: dict[int | str, dict[str, Any]] = {
+        429: {"description": "The key is over its rate limit; `Retry-After` says when to "
+                             "try again"},
+        503: {"description": "The runner cannot serve now (storage, Kafka or the merged "
+                             "view unavailable); `Retry-After` says when to try again"}}
     for module in (health, scores, journeys, customers, pulses, events, alerts, ui, docs):
-        app.include_router(module.router)
+        app.include_router(module.router, responses=None if module in (health, ui, docs)
+                           else behind_a_key)
 
     metrics_deps = [] if settings.public_metrics else [Depends(require("read"))]
 
