@@ -6,7 +6,6 @@ takes the mode from the record header."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from streams.engine.config import EngineConfig
 from streams.engine.engine import Engine
 from streams.pipeline import Pipeline, convert_many
 from streams.worker.partition import PartitionState
+from tests.streams.worker.record_support import Record
 
 NOW = 1_796_601_600  # 2026-12-07T00:00:00Z
 DAY = 86_400
@@ -117,15 +117,6 @@ def test_backfill_opens_no_followup_and_never_evaluates(tmp_path: Path) -> None:
         assert len(again.read_detector_blocking(lambda d: d.followups.list())) == 1
 
 
-@dataclass(frozen=True)
-class Record:
-    offset: int
-    value: bytes
-    headers: tuple[tuple[str, bytes], ...] = ()
-    key: bytes | None = None
-    timestamp: int | None = None
-
-
 def test_a_worker_partition_takes_the_mode_from_the_header() -> None:
     """Live and backfill records interleaved in one partition: each run counted in its
     mode, the same as one engine fed the same runs."""
@@ -133,9 +124,10 @@ def test_a_worker_partition_takes_the_mode_from_the_header() -> None:
     state = PartitionState.fresh(0, CONFIG, EventDecoder(clock=clock))
     state.followup_rules = rules
     mode = ((MODE_HEADER, BACKFILL),)
-    records = ([Record(i, orjson.dumps(e)) for i, e in enumerate(LIVE)]
-               + [Record(20 + i, orjson.dumps(e), mode) for i, e in enumerate(HISTORY)]
-               + [Record(55, orjson.dumps(event(300, NOW - 30)))])
+    records = ([Record(i, None, orjson.dumps(e)) for i, e in enumerate(LIVE)]
+               + [Record(20 + i, None, orjson.dumps(e), headers=mode)
+                  for i, e in enumerate(HISTORY)]
+               + [Record(55, None, orjson.dumps(event(300, NOW - 30)))])
     report = state.process(records)
     assert (report.accepted, report.late) == (51, 5)
     assert {d.reason.split(" (")[0] for d in report.dead_letters} == {TOO_OLD_REASON}

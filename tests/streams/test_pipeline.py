@@ -21,6 +21,7 @@ from streams.engine.config import EngineConfig
 from streams.engine.engine import Engine
 from streams.pipeline import Pipeline, convert_many
 from streams.worker.partition import PartitionState
+from tests.streams.worker.record_support import Record
 
 START = 1_767_225_600  # 2026-01-01T00:00:00Z
 CONFIG = EngineConfig(scopes=((), ("channel",)))
@@ -86,15 +87,8 @@ def test_the_embedded_runner_and_a_worker_partition_say_the_same(tmp_path: Path)
     state = PartitionState.fresh(0, CONFIG, EventDecoder(clock=clock))
     state.followup_rules = rules
 
-    @dataclass(frozen=True)
-    class Record:
-        offset: int
-        value: bytes
-        key: bytes | None = None
-        timestamp: int | None = None
-        headers: tuple[tuple[str, bytes], ...] = ()
-
-    report = state.process([Record(i, orjson.dumps(item)) for i, item in enumerate(BATCH)])
+    report = state.process([Record(i, None, orjson.dumps(item))
+                            for i, item in enumerate(BATCH)])
     assert (report.accepted, report.duplicates, report.late, report.rejected) == (
         sum(o.status == "accepted" for o in answered),
         sum(o.status == "duplicate" for o in answered),

@@ -6,7 +6,6 @@ names the attribute, with its bytes as they came."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -15,17 +14,11 @@ from cloudevents.kafka import to_binary, to_structured
 
 from streams.engine.config import EngineConfig
 from streams.worker.partition import PartitionState
+from tests.streams.worker.record_support import Record
 
 NOW = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp: int | None = None
-    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 def fields(i: int) -> dict[str, object]:

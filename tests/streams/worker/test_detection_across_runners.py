@@ -29,6 +29,7 @@ from streams.engine.engine import Engine
 from streams.pipeline import DETECT_EVERY, Pipeline, convert_many
 from streams.worker.merge import MergedView
 from streams.worker.partition import PartitionState
+from tests.streams.worker.record_support import Record
 
 START = 1_796_601_600  # 2026-12-07T00:00:00Z
 
@@ -62,15 +63,6 @@ PARTITIONS = 3
 
 def clock() -> float:
     return START + 80 * 3600
-
-
-@dataclass(frozen=True)
-class Record:
-    offset: int
-    value: bytes
-    key: bytes | None = None
-    timestamp: int | None = None
-    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 def stream(plan: Plan, seed: int, late_share: float, max_delay: int,
@@ -136,7 +128,7 @@ def kafka(parts: list[list[dict[str, object]]], detection: DetectionConfig) -> l
         routed: list[list[Record]] = [[] for _ in range(PARTITIONS)]
         for event in batch:
             p = partition_of(event)
-            routed[p].append(Record(offsets[p], orjson.dumps(event)))
+            routed[p].append(Record(offsets[p], None, orjson.dumps(event)))
             offsets[p] += 1
         for state, records in zip(states, routed, strict=True):
             if records:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,18 +22,12 @@ from streams.worker.merge import MergedView
 from streams.worker.partition import PartitionState
 from streams.worker.tables import CheckpointStore, manifest_offset
 from tests.integration.worker_support import TEST_CONFIG, engine_differences
+from tests.streams.worker.record_support import Record
 
 CUSTOMER = "kúnni-Þórunn-客户-0042"
 COMMENT = "Hringið í mig, Þórunn Jónsdóttir, +354 555 1234 — 电话很差"
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp: int | None = None
-    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 def _events(n: int, seed: int, until: int = 250) -> list[bytes]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import zlib
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,17 +16,11 @@ from streams.worker import records as rec
 from streams.worker.merge import MergedView
 from streams.worker.partition import PartitionState
 from tests.integration.worker_support import TEST_CONFIG, engine_differences
+from tests.streams.worker.record_support import Record
 
 PARTITIONS = 3
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp: int | None = None
-    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 def answer(i: int, at: datetime, prefix: str) -> dict[str, Any]:

@@ -12,7 +12,6 @@ import random
 import shutil
 import subprocess
 import zlib
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -35,15 +34,7 @@ from tests.integration.worker_support import (
     make_stream,
     oracle,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp: int | None = None
-    headers: tuple[tuple[str, bytes], ...] = ()
+from tests.streams.worker.record_support import Record
 
 
 def partitioned(n: int, seed: int, partitions: int, span: timedelta = timedelta(hours=2),

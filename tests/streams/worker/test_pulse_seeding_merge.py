@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import random
 import zlib
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -23,19 +22,13 @@ from streams.worker import records as rec
 from streams.worker.merge import MergedView
 from streams.worker.partition import PartitionState
 from tests.integration.worker_support import TEST_CONFIG, Item, make_stream
+from tests.streams.worker.record_support import Record
 
 HOUR = 3600
 DAY = 86_400
 PARTITIONS = 3
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp: int | None = None
-    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 def decodable(items: list[Item]) -> list[bytes]:
