@@ -45,6 +45,7 @@ class Report:
     rejected: list[tuple[int, EventError]]
     result: IngestResult
     late_reason: str
+    """Why the ``late`` events were not counted (empty when none was)."""
     followups: list[FollowUp] = field(default_factory=list)
     changes: list[AlertChange] = field(default_factory=list)
 
@@ -121,8 +122,9 @@ class Pipeline:
             size = len(events) + len(decoded.errors)
         engine = self.engine
         result = engine.ingest(events, decoded.stamps, backfill=backfill)
-        reason = (too_old_reason(result.too_old_since) if backfill
-                  else late_reason(engine.config.lateness_horizon))
+        reason = "" if not result.late else (
+            too_old_reason(result.too_old_since) if backfill
+            else late_reason(engine.config.lateness_horizon))
         report = Report(size, events, decoded.positions, decoded.errors, result, reason)
         if backfill:
             return report

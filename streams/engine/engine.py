@@ -363,12 +363,13 @@ class Engine:
         late = behind & (times < before - horizon)
         if late.any():
             accepted: list[TouchpointEvent] = []
+            dropped: list[TouchpointEvent] = []
             for event, is_late in zip(batch, late.tolist(), strict=True):
-                (result.late if is_late else accepted).append(event)
+                (dropped if is_late else accepted).append(event)
+            result.late += dropped
             # Handed back, never counted: not remembered, so a resend or a backfill of
             # them is not a duplicate.
-            self.seen.forget([e.event_id for e in result.late[-int(late.sum()):]],
-                             times[late])
+            self.seen.forget([e.event_id for e in dropped], times[late])
             kept = ~late
             times, before, behind = times[kept], before[kept], behind[kept]
         else:
