@@ -4,6 +4,7 @@ one-line errors; alone, this knows only the workers' keys in a shared file."""
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import sys
 
@@ -17,6 +18,7 @@ from streams.worker.topics import TopicLayoutError
 def main(settings: WorkerSettings | None = None) -> None:
     """Read the settings (unless given), run the worker, turn configuration errors into a
     clear exit: 3, as ``touchstream``'s for a wrong setting."""
+    faulthandler.enable()  # a fatal signal in native code (RocksDB) leaves a stack
     logging.basicConfig(level=logging.INFO,
                         format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)  # kafka-python admin chatter

@@ -88,8 +88,17 @@ class BatchConsumer(driver.Consumer):
         self._last_seek[tp] = (self._seeks, offset)
 
     async def _seek(self, partition: Any, offset: int) -> None:
+        """Seek in the consumer's own thread. aiokafka's seek drops the partition's
+        fetched records; Faust seeks from the app's thread, where it raced the consumer
+        thread reading those records (a ``KeyError`` in aiokafka's ``fetched_records``
+        that crashed the worker, found by the random-kill test)."""
         self._sought(partition, offset)
-        await super()._seek(partition, offset)
+        thread = self._thread
+
+        async def seek() -> None:
+            thread.seek(partition, offset)
+
+        await thread.call_thread(seek)
 
     async def seek_wait(self, partitions: Mapping[Any, int]) -> None:
         for tp, offset in partitions.items():

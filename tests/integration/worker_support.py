@@ -317,9 +317,12 @@ class WorkerProcess:
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
     _log: Any = field(default=None, repr=False)
+    _log_start: int = 0
+    """Where this process's output starts in the log (a restarted worker appends)."""
 
     def start(self) -> WorkerProcess:
         self._log = self.log_path.open("ab")
+        self._log_start = self._log.tell()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "streams.worker"], cwd=REPO_ROOT, env=self.env,
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
@@ -338,6 +341,18 @@ class WorkerProcess:
         lines = self.log_text().splitlines()[-n:]
         return f"--- last {len(lines)} lines of {self.name} ({self.log_path}) ---\n" + \
             "\n".join(lines)
+
+    def own_log_tail(self, end: int | None = None, n: int = 80) -> str:
+        """The end of what this process wrote (up to ``end``, where a restart's output
+        begins) and how it exited."""
+        with self.log_path.open("rb") as f:
+            f.seek(self._log_start)
+            text = f.read(None if end is None else end - self._log_start)
+        lines = text.decode("utf-8", errors="replace").splitlines()[-n:]
+        assert self.process is not None
+        return (f"--- {self.name} (pid {self.process.pid}) exited with "
+                f"{self.process.returncode}; the last {len(lines)} lines it wrote to "
+                f"{self.log_path} ---\n" + "\n".join(lines))
 
     def kill(self) -> None:
         """SIGKILL: no chance to flush or checkpoint."""
@@ -388,7 +403,13 @@ class Workers:
         dead = [w for w in self.all if w.process is not None and not w.alive
                 and w.process.returncode not in (0, -signal.SIGKILL)]
         if dead:
-            raise AssertionError("worker died:\n" + "\n".join(w.log_tail() for w in dead))
+            raise AssertionError("worker died:\n" + "\n".join(
+                w.own_log_tail(self._next_start(w)) for w in dead))
+
+    def _next_start(self, worker: WorkerProcess) -> int | None:
+        """Where the output of the next process writing ``worker``'s log begins."""
+        later = self.all[self.all.index(worker) + 1:]
+        return next((w._log_start for w in later if w.log_path == worker.log_path), None)
 
     def kill_all(self) -> None:
         for w in self.all:

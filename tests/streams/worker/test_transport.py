@@ -38,8 +38,18 @@ class Thread:
 
     assigned: set[TP]
     seeks: list[tuple[TP, int]] = field(default_factory=list)
+    in_thread: bool = False
+
+    async def call_thread(self, fun: Any, *args: Any) -> Any:
+        self.in_thread = True
+        try:
+            return await fun(*args)
+        finally:
+            self.in_thread = False
 
     def seek(self, tp: TP, offset: int) -> None:
+        # aiokafka's seek drops fetched records: only the consumer thread may call it.
+        assert self.in_thread, "seek called outside the consumer thread"
         self.seeks.append((tp, offset))
 
     def assignment(self) -> set[TP]:
