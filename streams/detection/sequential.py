@@ -12,11 +12,17 @@ restart and a replay compute the same value, with no state of its own):
   (CES, ratings, sentiment): the mean, with the pooled standard deviation.
 * **Buckets since the change**: the hourly buckets of the horizon, then the 60-s buckets
   of the last two hours (so a change is located to the minute when it is recent).
-* **Log-likelihood ratio** of each bucket, for each drop size in ``shifts`` (standard
-  deviations of one answer): exact Bernoulli for shares (top share p0 against
-  p0 - delta), categorical for NPS (delta / 2 of the answers moved from promoters to
-  detractors), Gaussian for means. All are linear in the bucket's n, sum, top and
-  bottom, so a bucket's LLR is computed from its sums in one go.
+* **Log-likelihood ratio** of each bucket, for each hypothesis of the grid: each drop
+  size in ``shifts`` (standard deviations of one answer) and, for shares, each
+  destination of the lost answers (``DESTINATIONS``): categorical over top, middle and
+  bottom, the top share p0 against p0 - delta with delta moved to the bottom (q0 + delta)
+  or to the middle (neither top nor bottom; m0 + delta), the other category unchanged;
+  the shares shrunk to the pooled ones per hour and kept off 0 (a baseline with no
+  bottom or middle answers), and the middle hypotheses dropped for a series whose
+  baseline has no middle answer (there, to the bottom is the top-only Bernoulli).
+  Categorical for NPS (delta / 2 of the answers moved from promoters to detractors),
+  Gaussian for means. All are linear in the bucket's n, sum, top and bottom, so a
+  bucket's LLR is computed from its sums in one go.
 * **CUSUM**: ``S = max(0, max_k L_k / (1 + Q_k / n_k))``, where ``L_k`` is the LLR summed
   over the buckets from k to now (the segment a change starting at bucket k explains),
   ``n_k`` its answers and ``Q_k = sum_h n_kh^2 / m_h`` with ``n_kh`` its answers in hour
@@ -28,10 +34,14 @@ restart and a replay compute the same value, with no state of its own):
   length per series in answers is ``A = T * volume`` with ``T`` the per-series false-page
   period (``max(false_page_days, 7 days * m / false_pages_per_week)``, m the distinct
   series watched by sequential rules) and ``volume`` the series' answers per second;
-  each shift gets ``A * len(shifts)`` (Bonferroni over the grid). Siegmund's
-  approximation for a CUSUM of Gaussian LLRs with a per-answer shift delta (in SDs)
-  gives ``ARL0 = (e^y - y - 1) / (delta^2 / 2)`` with ``y = h + 1.166 delta``, solved for
-  ``h``. The condition holds when ``S >= h`` for some shift.
+  each hypothesis gets ``A`` times the series' hypotheses (Bonferroni over the grid:
+  ``len(shifts)``, times the destinations tested for shares). Siegmund's approximation
+  for a CUSUM of Gaussian LLRs with a per-answer shift delta (in SDs) gives
+  ``ARL0 = (e^y - y - 1) / (delta^2 / 2)`` with ``y = h + 1.166 delta``, solved for
+  ``h``; for shares delta is the hypothesis' own LLR scale, ``sqrt(2 KL)`` per answer at
+  the pooled baseline shares (a drop to a small bottom share moves the LLR by more than
+  the shift in SDs). The condition holds when ``S >= h`` for some hypothesis; the shift
+  reported is the top share's drop.
 """
 
 from __future__ import annotations
@@ -53,6 +63,16 @@ _COLS = (N, SUM, SUMSQ, TOP, BOTTOM)
 _N, _SUM, _SUMSQ, _TOP, _BOTTOM = range(5)
 _LLR_COLS = (_N, _SUM, _TOP, _BOTTOM)  # what the LLR coefficients multiply
 MemoKey = tuple[int, str, int, int, int, int]
+DESTINATIONS: tuple[str, ...] = ("bottom", "middle")
+"""Share metrics: where the top share's lost answers go, one hypothesis each per shift:
+to the bottom category, or to the middle (neither top nor bottom). The grid's axis G is
+``destination * len(shifts) + shift``. (``"rest"``, to the non-top answers in proportion,
+is the top-only Bernoulli the shares were tested with before issue 17's grid.)"""
+
+
+def destinations(rule: DropRule) -> int:
+    """How many destinations of the lost answers ``rule``'s grid has (1 but for shares)."""
+    return len(DESTINATIONS) if rule.metric in SHARES else 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,13 +209,15 @@ class Scan:
 
     rule: DropRule
     sids: list[int]
-    stat: FloatArray  # (series, shifts) best shrunk LLR
-    start: FloatArray  # (series, shifts) start time of its segment
-    seg_n: FloatArray  # (series, shifts) answers in it
+    stat: FloatArray  # (series, G) best shrunk LLR of each hypothesis (0: not live)
+    start: FloatArray  # (series, G) start time of its segment
+    seg_n: FloatArray  # (series, G) answers in it
     base_n: FloatArray  # (series,)
     sigma: FloatArray  # (series,) SD of one answer, metric units
     volume: FloatArray  # (series,) answers per second
     tested: FloatArray  # (series,) bool: a baseline, and not a copy of a coarser series
+    live: np.ndarray  # (series, G) bool: the hypothesis is tested (and counted) here
+    delta: FloatArray  # (series, G) its per-answer LLR scale, sqrt(2 KL), the threshold's
 
 
 def _classes(buckets: np.ndarray, per_hour: int, cycle: bool) -> np.ndarray:
@@ -252,6 +274,8 @@ class Hours:
     engine: weakref.ref[Engine]
     coef: FloatArray  # (C, S, G, 4) coefficients of n, sum, top, bottom
     used: tuple[int, ...]  # the coefficient columns not all zero
+    live: np.ndarray  # (S, G) bool
+    delta: FloatArray  # (S, G)
     eff: FloatArray  # (C, S) the baseline's effective answers per class
     sigma: FloatArray  # (S,)
     base_n: FloatArray  # (S,)
@@ -263,9 +287,50 @@ class Hours:
     scratch: FloatArray  # (S, G, Kh) reused by each evaluation's statistic
 
 
+@dataclass(slots=True)
+class Coefficients:
+    """A baseline's LLR per hypothesis of the grid, and what its threshold needs."""
+
+    coef: FloatArray  # (C, S, G, 4) of n, sum, top, bottom
+    eff: FloatArray  # (C, S) effective baseline answers per class
+    sigma: FloatArray  # (S,) SD of one answer, metric units
+    base_n: FloatArray  # (S,)
+    live: np.ndarray  # (S, G) bool: tested (a share's drop to an empty middle is not)
+    delta: FloatArray  # (S, G) per-answer LLR scale: shifts, or sqrt(2 KL) for shares
+
+
+def _to_shares(shifts: FloatArray, sigma: FloatArray, p0: FloatArray, q0: FloatArray
+               ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """A share's grid (shifts x destinations on the last axis) for top share ``p0`` and
+    bottom share ``q0`` (broadcast with ``sigma`` to the series axis): coefficients
+    a, c, d of n, top, bottom, and KL(before || after) per answer.
+
+    The top share drops by ``f = shift * sigma`` (at most 0.9 of it, as the Bernoulli
+    model did); its answers go to the bottom (c = log(p1/p0), d = log(q1/q0)), to the
+    middle, ``n - top - bottom`` (a = log(m1/m0), c = log(p1/p0) - a, d = -a), or (the
+    Bernoulli) to the rest (a = log(r1/r0), c = log(p1/p0) - a).
+    """
+    m0 = np.clip(1.0 - p0 - q0, 0.005, 0.995)
+    f = np.minimum(shifts * sigma, 0.9 * p0)
+    lt = np.log((p0 - f) / p0)
+    zero = np.zeros_like(lt)
+    parts = []
+    for to in DESTINATIONS:
+        if to == "bottom":
+            lb = np.log((q0 + f) / q0)
+            parts.append((zero, lt, lb, -(p0 * lt + q0 * lb)))
+        else:
+            r0 = m0 if to == "middle" else 1.0 - p0
+            lr = np.log((r0 + f) / r0)
+            parts.append((lr, lt - lr, -lr if to == "middle" else zero,
+                          -(p0 * lt + r0 * lr)))
+    a, c, d, kl = (np.concatenate([part[j] for part in parts], -1) for j in range(4))
+    return a, c, d, kl
+
+
 def _baseline(rule: DropRule, base: FloatArray, base_cls: np.ndarray, n_cls: int
-              ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
-    """LLR coefficients (C, S, G, 4), effective answers (C, S), sigma and n (S,)."""
+              ) -> Coefficients:
+    """The LLR coefficients of the grid for each class of hour, from the baseline."""
     n_series = base.shape[1]
     by_cls = np.stack([base[base_cls == h].sum(0) for h in range(n_cls)])
     pooled = base.sum(0)  # (S, 5)
@@ -273,18 +338,36 @@ def _baseline(rule: DropRule, base: FloatArray, base_cls: np.ndarray, n_cls: int
     kappa = rule.cycle_prior + 1.0
     n_c = by_cls[..., _N]  # (C, S)
     eff = n_c + kappa  # the hour's effective baseline answers
-    shifts = np.asarray(rule.shifts)  # (G,)
+    shifts = np.asarray(rule.shifts)  # (G0,)
+    grid = len(shifts) * destinations(rule)
+    live = np.ones((n_series, grid), dtype=bool)
+    delta = np.broadcast_to(np.tile(shifts, destinations(rule)), (n_series, grid)).copy()
     with np.errstate(divide="ignore", invalid="ignore"):
         # coefficients (C, S, G) of the LLR: llr = a*n + b*sum + c*top + d*bottom
-        zeros = np.zeros((n_cls, n_series, len(shifts)))
+        zeros = np.zeros((n_cls, n_series, grid))
         a, b, c, d = zeros.copy(), zeros.copy(), zeros.copy(), zeros.copy()
         if rule.metric in SHARES:
+            # top, bottom, middle: each class's shares shrunk toward the pooled ones, and
+            # kept off 0 and 1 (a baseline without bottom or middle answers)
             p_pool = (pooled[:, _TOP] + 0.5) / (base_n + 1.0)
+            q_pool = (pooled[:, _BOTTOM] + 0.5) / (base_n + 1.0)
             p0 = np.clip((by_cls[..., _TOP] + kappa * p_pool) / eff, 0.005, 0.995)[..., None]
+            q0 = np.clip((by_cls[..., _BOTTOM] + kappa * q_pool) / eff, 0.005, 0.995)[..., None]
             sigma = np.sqrt(p_pool * (1 - p_pool))
-            p1 = np.maximum(p0 - shifts * sigma[:, None], 0.1 * p0)
-            c = np.log(p1 / p0) - np.log((1 - p1) / (1 - p0))
-            a = np.log((1 - p1) / (1 - p0)) + zeros
+            a, c, d, _ = _to_shares(shifts, sigma[:, None], p0, q0)
+            a = a + zeros
+            # the threshold's scale: KL at the pooled shares (a Bernoulli: ~ shifts)
+            _, _, _, kl = _to_shares(shifts, sigma[:, None],
+                                     np.clip(p_pool, 0.005, 0.995)[:, None],
+                                     np.clip(q_pool, 0.005, 0.995)[:, None])
+            delta = np.sqrt(2.0 * np.maximum(kl, 0.0))
+            # No middle answer in the baseline (a share whose bottom is its complement
+            # there): to the middle is not a drop seen before; to the bottom is the
+            # Bernoulli. Not tested, not counted in the threshold's Bonferroni factor.
+            empty = pooled[:, _N] - pooled[:, _TOP] - pooled[:, _BOTTOM] <= 0
+            for j, to in enumerate(DESTINATIONS):
+                if to == "middle":
+                    live[:, j * len(shifts):(j + 1) * len(shifts)] = ~empty[:, None]
         elif rule.metric == "nps":
             pp_pool = (pooled[:, _TOP] + 0.5) / (base_n + 1.0)
             pd_pool = (pooled[:, _BOTTOM] + 0.5) / (base_n + 1.0)
@@ -304,7 +387,9 @@ def _baseline(rule: DropRule, base: FloatArray, base_cls: np.ndarray, n_cls: int
             a = k * mu0 - (shifts**2 / 2.0)
             b = -k + zeros
     coef = np.nan_to_num(np.stack([a, b, c, d], -1), nan=0.0, posinf=0.0, neginf=0.0)
-    return coef, eff, np.asarray(sigma, dtype=np.float64), base_n
+    coef[:, ~live] = 0.0
+    return Coefficients(coef, eff, np.asarray(sigma, dtype=np.float64), base_n, live,
+                        np.nan_to_num(delta, nan=0.0))
 
 
 def _hours(engine: Engine, rule: DropRule, lay: Layout, ix: np.ndarray,
@@ -316,7 +401,8 @@ def _hours(engine: Engine, rule: DropRule, lay: Layout, ix: np.ndarray,
     hours_all = buckets("3600s", lay.hour_first, lay.hour_last)
     base, hours = base_all[:, ix], hours_all[:, ix]  # (Kb, S, 5), (Kh, S, 5)
     base_cls = _classes(np.arange(lay.base_first, lay.base_last + 1), 1, cycle)
-    coef, eff, sigma, base_n = _baseline(rule, base, base_cls, n_cls)
+    found = _baseline(rule, base, base_cls, n_cls)
+    coef, eff = found.coef, found.eff
     used = tuple(j for j in range(4) if coef[..., j].any())
     hour_cls = _classes(np.arange(lay.hour_first, lay.hour_last + 1), 1, cycle)
     n = np.ascontiguousarray(hours[..., _N].T)  # (S, Kh)
@@ -334,8 +420,9 @@ def _hours(engine: Engine, rule: DropRule, lay: Layout, ix: np.ndarray,
                       for h in minute_cls])
     pooled = base_all.sum(0) + hours_all.sum(0)
     llr = _llr(hours, coef, used, _runs(hour_cls))
-    return Hours(weakref.ref(engine), coef, used, eff, sigma, base_n,
-                 llr, _suffix(n), q, cross, pooled, np.empty_like(llr))
+    return Hours(weakref.ref(engine), coef, used, found.live, found.delta, eff,
+                 found.sigma, found.base_n, llr, _suffix(n), q, cross, pooled,
+                 np.empty_like(llr))
 
 
 def _shrunk(llr: FloatArray, n: FloatArray, q: FloatArray,
@@ -404,7 +491,7 @@ def scan(engine: Engine, rule: DropRule, now: int, sids: list[int], buckets: Buc
     seg_n = np.where(minute, seg_n_m[rows, best_m], n_h[rows, best_h])
     start = np.where(minute, (lay.minute_first + best_m) * MINUTE,
                      (lay.hour_first + best_h) * HOUR)
-    top = np.maximum(np.where(minute, val_m, val_h), 0.0)  # all ruled out: 0
+    top = np.where(hours.live, np.maximum(np.where(minute, val_m, val_h), 0.0), 0.0)
     base_seconds = (lay.base_last - lay.base_first + 1) * HOUR
     mon_seconds = (lay.hour_last - lay.hour_first + 1) * HOUR + (now % HOUR) + HOUR
     volume = np.maximum(hours.base_n / base_seconds, n_h[:, 0] / mon_seconds)
@@ -413,7 +500,7 @@ def scan(engine: Engine, rule: DropRule, now: int, sids: list[int], buckets: Buc
                 else np.zeros(0, dtype=bool))
     tested = (hours.base_n > 0) & ~repeated
     return Scan(rule, sids, top, start.astype(np.float64), seg_n, hours.base_n,
-                hours.sigma, volume, tested)
+                hours.sigma, volume, tested, hours.live, hours.delta)
 
 
 def _restart(stat: FloatArray, starts: np.ndarray, restarts: FloatArray) -> None:
@@ -467,7 +554,7 @@ class Decided:
 
     found: Scan
     threshold: FloatArray  # (S, G)
-    pick: np.ndarray  # (S,) the shift closest to (or furthest past) its threshold
+    pick: np.ndarray  # (S,) the hypothesis closest to (or furthest past) its threshold
     days: float
 
     @property
@@ -484,21 +571,26 @@ class Decided:
         if not found.tested[i]:
             return None
         g = int(self.pick[i])
+        shift = float(found.rule.shifts[g % len(found.rule.shifts)])  # the top's drop
         return Sequential(
             float(found.stat[i, g]), float(self.threshold[i, g]),
-            float(found.rule.shifts[g]) * float(found.sigma[i]), int(found.start[i, g]),
+            shift * float(found.sigma[i]), int(found.start[i, g]),
             int(found.seg_n[i, g]), int(found.base_n[i]), float(found.volume[i]) * HOUR,
             self.days)
 
 
 def decided(found: Scan, distinct: int, per_week: float) -> Decided:
-    """``found``'s thresholds from the budget, and each series' closest shift."""
+    """``found``'s thresholds from the budget, and each series' closest hypothesis.
+
+    Bonferroni over the series' live hypotheses (shifts x destinations for shares);
+    each hypothesis' threshold is Siegmund's for its per-answer LLR scale ``delta``."""
     rule = found.rule
     days = series_days(rule, distinct, per_week)
-    shifts = np.asarray(rule.shifts)
-    answers = (days * DAY * found.volume)[:, None] * len(shifts)
-    h = thresholds(shifts[None, :], answers)  # (S, G)
-    return Decided(found, h, (found.stat / h).argmax(1), days)
+    count = np.maximum(found.live.sum(1), 1)
+    answers = (days * DAY * found.volume * count)[:, None]
+    h = thresholds(np.maximum(found.delta, 1e-6), answers)  # (S, G)
+    ratio = np.where(found.live, found.stat / h, -np.inf)
+    return Decided(found, h, ratio.argmax(1), days)
 
 
 def decide(found: Scan, distinct: int, per_week: float) -> list[Sequential | None]:

@@ -1,6 +1,9 @@
 """The sequential scan as first written (commit 26a9315): every bucket summed and every
 segment's statistic computed at each evaluation, with no memo. Kept as the reference
-the memoized ``streams.detection.sequential.scan`` must agree with."""
+the memoized ``streams.detection.sequential.scan`` must agree with.
+
+Since issue 17's destination grid, a share's hypotheses are its shifts times where the
+top's lost answers go (to the bottom, to the middle), written out here on their own."""
 
 from __future__ import annotations
 
@@ -45,18 +48,38 @@ def reference_scan(engine: Engine, rule: DropRule, now: int, sids: list[int],
     kappa = rule.cycle_prior + 1.0
     n_c = by_cls[..., _N]  # (C, S)
     eff = n_c + kappa  # the hour's effective baseline answers
-    shifts = np.asarray(rule.shifts)  # (G,)
+    shifts = np.asarray(rule.shifts)  # (G0,)
+    g0 = len(shifts)
+    grid = 2 * g0 if rule.metric in SHARES else g0  # shares: x (to bottom, to middle)
+    live = np.ones((n_series, grid), dtype=bool)
+    delta = np.tile(shifts, (n_series, grid // g0))
     with np.errstate(divide="ignore", invalid="ignore"):
         # coefficients (C, S, G) of the LLR: llr = a*n + b*sum + c*top + d*bottom
-        zeros = np.zeros((n_cls, n_series, len(shifts)))
+        zeros = np.zeros((n_cls, n_series, grid))
         a, b, c, d = zeros.copy(), zeros.copy(), zeros.copy(), zeros.copy()
         if rule.metric in SHARES:
             p_pool = (pooled[:, _TOP] + 0.5) / (base_n + 1.0)
+            q_pool = (pooled[:, _BOTTOM] + 0.5) / (base_n + 1.0)
             p0 = np.clip((by_cls[..., _TOP] + kappa * p_pool) / eff, 0.005, 0.995)[..., None]
+            q0 = np.clip((by_cls[..., _BOTTOM] + kappa * q_pool) / eff, 0.005, 0.995)[..., None]
+            m0 = np.clip(1 - p0 - q0, 0.005, 0.995)
             sigma = np.sqrt(p_pool * (1 - p_pool))
             p1 = np.maximum(p0 - shifts * sigma[:, None], 0.1 * p0)
-            c = np.log(p1 / p0) - np.log((1 - p1) / (1 - p0))
-            a = np.log((1 - p1) / (1 - p0)) + zeros
+            q1, m1 = q0 + (p0 - p1), m0 + (p0 - p1)
+            # to the bottom: top and bottom answers; to the middle: top and middle ones
+            # (middle = n - top - bottom)
+            c[..., :g0] = np.log(p1 / p0)
+            d[..., :g0] = np.log(q1 / q0)
+            a[..., g0:] = np.log(m1 / m0)
+            c[..., g0:] = np.log(p1 / p0) - np.log(m1 / m0)
+            d[..., g0:] = -np.log(m1 / m0)
+            pp, qq = np.clip(p_pool, 0.005, 0.995)[:, None], np.clip(q_pool, 0.005, 0.995)[:, None]
+            mm = np.clip(1 - pp - qq, 0.005, 0.995)
+            ff = np.minimum(shifts * sigma[:, None], 0.9 * pp)
+            kl_top = -pp * np.log((pp - ff) / pp)
+            delta[:, :g0] = np.sqrt(2 * (kl_top - qq * np.log((qq + ff) / qq)))
+            delta[:, g0:] = np.sqrt(2 * (kl_top - mm * np.log((mm + ff) / mm)))
+            live[:, g0:] = (base_n - pooled[:, _TOP] - pooled[:, _BOTTOM] > 0)[:, None]
         elif rule.metric == "nps":
             pp_pool = (pooled[:, _TOP] + 0.5) / (base_n + 1.0)
             pd_pool = (pooled[:, _BOTTOM] + 0.5) / (base_n + 1.0)
@@ -78,6 +101,7 @@ def reference_scan(engine: Engine, rule: DropRule, now: int, sids: list[int],
     n = np.ascontiguousarray(mon[..., _N].T)  # (S, K)
     # (S, K, G): each bucket's sums times its hour's coefficients, in one contraction
     coef = np.nan_to_num(np.stack([a, b, c, d], -1), nan=0.0, posinf=0.0, neginf=0.0)
+    coef[:, ~live] = 0.0
     sums = mon[..., [_N, _SUM, _TOP, _BOTTOM]]  # (K, S, 4)
     llr = np.einsum("ksj,ksgj->skg", sums, coef[mon_cls], optimize=True)
     seg_llr = np.flip(np.cumsum(np.flip(llr, 1), 1), 1)  # (S, K, G) from bucket k to now
@@ -95,7 +119,8 @@ def reference_scan(engine: Engine, rule: DropRule, now: int, sids: list[int],
             stat[starts[None, :] <= restarts[:, None]] = -np.inf
     best = stat.argmax(1)  # (S, G)
     rows = np.arange(n_series)[:, None]
-    top = np.maximum(stat[rows, best, np.arange(len(shifts))[None, :]], 0.0)
+    top = np.maximum(stat[rows, best, np.arange(grid)[None, :]], 0.0)
+    top[~live] = 0.0
     base_seconds = (lay.base_last - lay.base_first + 1) * HOUR
     mon_seconds = (lay.hour_last - lay.hour_first + 1) * HOUR + (now % HOUR) + HOUR
     volume = np.maximum(base_n / base_seconds, mon_total[:, _N] / mon_seconds)
@@ -103,7 +128,8 @@ def reference_scan(engine: Engine, rule: DropRule, now: int, sids: list[int],
                         dtype=bool) if sids else np.zeros(0, dtype=bool)
     tested = (base_n > 0) & ~repeated
     return Scan(rule, sids, top, starts[best].astype(np.float64), seg_n[rows, best],
-                base_n, np.asarray(sigma, dtype=np.float64), volume, tested)
+                base_n, np.asarray(sigma, dtype=np.float64), volume, tested, live,
+                np.nan_to_num(delta, nan=0.0))
 
 
 def pooled_full(buckets: Buckets, lay: Layout, engine: Engine) -> FloatArray:
