@@ -136,3 +136,59 @@ def test_a_late_answer_is_summed_again_not_read_from_the_closed_hours_memo() -> 
     after = Buckets(engine, closed)("3600s", first, last)
     assert after.sum() > before.sum()
     assert np.array_equal(after, Buckets(engine, None)("3600s", first, last))
+
+
+def _answers_to_page(after: tuple[int, ...], monkeypatch: pytest.MonkeyPatch | None = None,
+                     ) -> tuple[int, int, float] | None:
+    """Answers since a CSAT drop (100 an hour, answers 1-5 in the exact proportions
+    5/5/10/35/45 before, ``after`` per hundred from 3 days on) when the overall series
+    first holds; with the hypothesis picked then (its index) and its reported shift."""
+    from streams.detection import sequential
+
+    engine = Engine(CONFIG)
+    rule = seq_rule(cycle="none", horizon="1d", baseline=("prior", "2d"))
+    order = np.random.default_rng(0).permutation(100)
+    live = T0 + 3 * DAY
+    since = 0
+    for hour in range(3 * 24 + 12):
+        counts = (5, 5, 10, 35, 45) if T0 + hour * HOUR < live else after
+        values = np.repeat(np.arange(1, 6), counts)[order]
+        start = T0 + hour * HOUR
+        for block in range(6):  # ingest ten minutes at a time, then evaluate
+            events = [Csat(event_id=f"{hour}-{i}", occurred_at=datetime.fromtimestamp(
+                start + (i + 0.5) * 36, UTC), customer_id="c", touchpoint="contact",
+                channel="chat", value=int(values[i])) for i in range(block * 100 // 6,
+                                                                    (block + 1) * 100 // 6)]
+            engine.ingest(events)
+            since += len(events) if start >= live else 0
+            now = start + (block + 1) * 600 - 1
+            if start < live:
+                continue
+            found = sequential.scan(engine, rule, now, [0], sequential.Buckets(engine))
+            decided = sequential.decided(found, 1, 1.0)
+            if decided.holds[0]:
+                seq = decided.at(0)
+                assert seq is not None
+                return since, int(decided.pick[0]), seq.shift
+    return None
+
+
+def test_a_share_drop_to_the_bottom_pages_sooner_than_the_top_only_bernoulli(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 17: a share's lost top answers go to the bottom or to the middle, and the
+    grid tests both; a drop to the bottom carries ~1.7x the Bernoulli's evidence per
+    answer (10 points: KL 0.045 against 0.026), so it pages with fewer answers than the
+    top-only Bernoulli the rule used before (``DESTINATIONS = ("rest",)``), and a drop to
+    the middle still pages. The reported shift is the top share's drop."""
+    from streams.detection import sequential
+
+    to_bottom = _answers_to_page((10, 10, 10, 30, 40))
+    to_middle = _answers_to_page((5, 5, 20, 30, 40))
+    monkeypatch.setattr(sequential, "DESTINATIONS", ("rest",))
+    bernoulli = _answers_to_page((10, 10, 10, 30, 40))
+    assert to_bottom is not None and to_middle is not None and bernoulli is not None
+    shifts = len(DropRule.model_fields["shifts"].default)
+    assert to_bottom[0] < 0.8 * bernoulli[0]
+    assert to_bottom[1] < shifts <= to_middle[1]  # picked: to the bottom, to the middle
+    assert 0.0 < to_bottom[2] <= 0.15 and 0.0 < to_middle[2] <= 0.15  # top-share points
+    assert to_middle[0] <= 1.1 * bernoulli[0]
