@@ -299,7 +299,16 @@ class Coefficients:
     delta: FloatArray  # (S, G) per-answer LLR scale: shifts, or sqrt(2 KL) for shares
 
 
-def _to_shares(shifts: FloatArray, sigma: FloatArray, p0: FloatArray, q0: FloatArray
+def _jensen(var: FloatArray | float, r0: FloatArray, g: FloatArray) -> FloatArray:
+    """The plug-in LLR's upward bias per answer from a category whose share ``r0`` is
+    estimated with variance ``var * r0 (1 - r0)`` and moves by ``g``: the coefficient
+    ``log((r0 + g) / r0)`` is convex in ``r0``, so ``r0 * E[l''] * Var / 2``."""
+    out: FloatArray = 0.5 * var * (1.0 - r0) * (1.0 - (r0 / (r0 + g)) ** 2)
+    return out
+
+
+def _to_shares(shifts: FloatArray, sigma: FloatArray, p0: FloatArray, q0: FloatArray,
+               var: FloatArray | float = 0.0
                ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
     """A share's grid (shifts x destinations on the last axis) for top share ``p0`` and
     bottom share ``q0`` (broadcast with ``sigma`` to the series axis): coefficients
@@ -309,6 +318,13 @@ def _to_shares(shifts: FloatArray, sigma: FloatArray, p0: FloatArray, q0: FloatA
     model did); its answers go to the bottom (c = log(p1/p0), d = log(q1/q0)), to the
     middle, ``n - top - bottom`` (a = log(m1/m0), c = log(p1/p0) - a, d = -a), or (the
     Bernoulli) to the rest (a = log(r1/r0), c = log(p1/p0) - a).
+
+    ``var``: the baseline shares' estimation variance per unit ``r0 (1 - r0)`` (n/eff^2
+    of the hour's class); ``a`` is lowered by the LLR's bias it causes (``_jensen``:
+    second order, so the ``1 + Q/n`` shrink, exact to first order, leaves it), which
+    in a thin hour (10 answers an hour: ~90 answers of baseline per hour of the day)
+    would cancel the smallest drop to a 0.10 bottom share's negative drift under no
+    change. KL is the known-baseline one.
     """
     m0 = np.clip(1.0 - p0 - q0, 0.005, 0.995)
     f = np.minimum(shifts * sigma, 0.9 * p0)
@@ -316,13 +332,13 @@ def _to_shares(shifts: FloatArray, sigma: FloatArray, p0: FloatArray, q0: FloatA
     zero = np.zeros_like(lt)
     parts = []
     for to in DESTINATIONS:
+        r0 = q0 if to == "bottom" else m0 if to == "middle" else 1.0 - p0
+        lr = np.log((r0 + f) / r0)
+        bias = _jensen(var, p0, -f) + _jensen(var, r0, f)
         if to == "bottom":
-            lb = np.log((q0 + f) / q0)
-            parts.append((zero, lt, lb, -(p0 * lt + q0 * lb)))
+            parts.append((zero - bias, lt, lr, -(p0 * lt + r0 * lr)))
         else:
-            r0 = m0 if to == "middle" else 1.0 - p0
-            lr = np.log((r0 + f) / r0)
-            parts.append((lr, lt - lr, -lr if to == "middle" else zero,
+            parts.append((lr - bias, lt - lr, -lr if to == "middle" else zero,
                           -(p0 * lt + r0 * lr)))
     a, c, d, kl = (np.concatenate([part[j] for part in parts], -1) for j in range(4))
     return a, c, d, kl
@@ -354,7 +370,8 @@ def _baseline(rule: DropRule, base: FloatArray, base_cls: np.ndarray, n_cls: int
             p0 = np.clip((by_cls[..., _TOP] + kappa * p_pool) / eff, 0.005, 0.995)[..., None]
             q0 = np.clip((by_cls[..., _BOTTOM] + kappa * q_pool) / eff, 0.005, 0.995)[..., None]
             sigma = np.sqrt(p_pool * (1 - p_pool))
-            a, c, d, _ = _to_shares(shifts, sigma[:, None], p0, q0)
+            a, c, d, _ = _to_shares(shifts, sigma[:, None], p0, q0,
+                                    (n_c / eff**2)[..., None])
             a = a + zeros
             # the threshold's scale: KL at the pooled shares (a Bernoulli: ~ shifts)
             _, _, _, kl = _to_shares(shifts, sigma[:, None],

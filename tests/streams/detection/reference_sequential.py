@@ -68,9 +68,15 @@ def reference_scan(engine: Engine, rule: DropRule, now: int, sids: list[int],
             q1, m1 = q0 + (p0 - p1), m0 + (p0 - p1)
             # to the bottom: top and bottom answers; to the middle: top and middle ones
             # (middle = n - top - bottom)
+            # less each category's plug-in bias (Jensen: log((r0 + g) / r0) is convex)
+            var = (n_c / eff**2)[..., None]
+            jt = 0.5 * var * (1 - p0) * (1 - (p0 / p1) ** 2)
+            jb = 0.5 * var * (1 - q0) * (1 - (q0 / q1) ** 2)
+            jm = 0.5 * var * (1 - m0) * (1 - (m0 / m1) ** 2)
+            a[..., :g0] = -(jt + jb)
             c[..., :g0] = np.log(p1 / p0)
             d[..., :g0] = np.log(q1 / q0)
-            a[..., g0:] = np.log(m1 / m0)
+            a[..., g0:] = np.log(m1 / m0) - (jt + jm)
             c[..., g0:] = np.log(p1 / p0) - np.log(m1 / m0)
             d[..., g0:] = -np.log(m1 / m0)
             pp, qq = np.clip(p_pool, 0.005, 0.995)[:, None], np.clip(q_pool, 0.005, 0.995)[:, None]
