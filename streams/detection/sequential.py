@@ -19,7 +19,9 @@ restart and a replay compute the same value, with no state of its own):
   or to the middle (neither top nor bottom; m0 + delta), the other category unchanged;
   the shares shrunk to the pooled ones per hour and kept off 0 (a baseline with no
   bottom or middle answers), and the middle hypotheses dropped for a series whose
-  baseline has no middle answer (there, to the bottom is the top-only Bernoulli).
+  baseline has no middle answer (there, to the bottom is the top-only Bernoulli);
+  each less the upward bias a noisy baseline share gives the plug-in LLR at second
+  order (``_jensen``: the ``1 + Q/n`` factor below is exact to first order only).
   Categorical for NPS (delta / 2 of the answers moved from promoters to detractors),
   Gaussian for means. All are linear in the bucket's n, sum, top and bottom, so a
   bucket's LLR is computed from its sums in one go.

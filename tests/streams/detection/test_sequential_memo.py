@@ -203,7 +203,7 @@ def test_a_page_restarts_the_cusum_one_change_pages_once(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """After a page resolves, only evidence that starts after it counts: the segment
     that paged cannot page again as its statistic hovers about the threshold (without
-    the restart it does: c3 pages eight times on the same two drops)."""
+    the restart it does: c3 pages six times on the same two drops)."""
     def run(restart: bool) -> list[tuple[str, int, int]]:
         feed = Feed("csat", 120.0, seed=3)
         feed.p = np.array([0.05, 0.05, 0.10, 0.35, 0.45])  # top-2 0.80, 0.48 in a drop
@@ -245,7 +245,7 @@ def test_a_page_restarts_the_cusum_one_change_pages_once(
     assert reused(ours) == [] and len(ours) < len(flapping)
     assert reused(flapping)  # the defect the restart removes
     scopes = [scope for scope, _, _ in ours]
-    # both drops page, once each, where the first page resolved between them (c0's
-    # stays firing: its baseline's bottom share is 2.4 SD below the horizon's, so the
-    # smallest drop to the bottom keeps its evidence above h after the first drop)
+    # both drops page, once each, where the first page holds until the drop ends (c0's
+    # resolves within the first drop, and the restarted CUSUM pages again on its later
+    # answers: evidence that starts after the page, as the restart allows)
     assert scopes.count("c2") == 2 and scopes.count("c3") == 2
