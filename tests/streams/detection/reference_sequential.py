@@ -7,7 +7,15 @@ from __future__ import annotations
 import numpy as np
 
 from streams.detection.rules import SHARES, DropRule
-from streams.detection.sequential import HOUR, MINUTE, Buckets, Layout, Scan, layout
+from streams.detection.sequential import (
+    HOUR,
+    MINUTE,
+    Buckets,
+    Layout,
+    Scan,
+    layout,
+    pooled_weight,
+)
 from streams.detection.spans import copies
 from streams.engine.engine import Engine
 from streams.engine.metrics import FloatArray
@@ -42,7 +50,7 @@ def reference_scan(engine: Engine, rule: DropRule, now: int, sids: list[int],
     pooled = base.sum(0)  # (S, 5)
     mon_total = mon.sum(0)
     base_n = pooled[:, _N]
-    kappa = rule.cycle_prior + 1.0
+    kappa = pooled_weight(rule, by_cls, pooled)[None, :]  # (added later) estimated
     n_c = by_cls[..., _N]  # (C, S)
     eff = n_c + kappa  # the hour's effective baseline answers
     shifts = np.asarray(rule.shifts)  # (G,)
@@ -93,10 +101,11 @@ def reference_scan(engine: Engine, rule: DropRule, now: int, sids: list[int],
     if restarts is not None:  # (added with the restart after a page) only later segments
         with np.errstate(invalid="ignore"):
             stat[starts[None, :] <= restarts[:, None]] = -np.inf
-    best = stat.argmax(1)  # (S, G)
+    # (changed with the young-history layout) the last maximum: see ``last_argmax``
+    best = stat.shape[1] - 1 - stat[:, ::-1].argmax(1)  # (S, G)
     rows = np.arange(n_series)[:, None]
     top = np.maximum(stat[rows, best, np.arange(len(shifts))[None, :]], 0.0)
-    base_seconds = (lay.base_last - lay.base_first + 1) * HOUR
+    base_seconds = max(lay.base_last - lay.base_first + 1, 1) * HOUR
     mon_seconds = (lay.hour_last - lay.hour_first + 1) * HOUR + (now % HOUR) + HOUR
     volume = np.maximum(base_n / base_seconds, mon_total[:, _N] / mon_seconds)
     repeated = np.array(copies(engine, sids, pooled_full(buckets, lay, engine), ),
