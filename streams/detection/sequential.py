@@ -293,7 +293,10 @@ def _baseline(rule: DropRule, base: FloatArray, base_cls: np.ndarray, n_cls: int
     base_n = pooled[:, _N]
     kappa = pooled_weight(rule, by_cls, pooled)[None, :]  # (1, S)
     n_c = by_cls[..., _N]  # (C, S)
-    eff = n_c + kappa  # the hour's effective baseline answers
+    # The hour's effective baseline answers; an hour the baseline has not seen is the
+    # pooled estimate at the least weight: the seen hours' spread says little about it.
+    eff = np.where(n_c > 0, n_c + kappa, rule.cycle_prior + 1.0)
+    weight = n_c + kappa  # what the hour's estimate divides by
     shifts = np.asarray(rule.shifts)  # (G,)
     with np.errstate(divide="ignore", invalid="ignore"):
         # coefficients (C, S, G) of the LLR: llr = a*n + b*sum + c*top + d*bottom
@@ -301,7 +304,7 @@ def _baseline(rule: DropRule, base: FloatArray, base_cls: np.ndarray, n_cls: int
         a, b, c, d = zeros.copy(), zeros.copy(), zeros.copy(), zeros.copy()
         if rule.metric in SHARES:
             p_pool = (pooled[:, _TOP] + 0.5) / (base_n + 1.0)
-            p0 = np.clip((by_cls[..., _TOP] + kappa * p_pool) / eff, 0.005, 0.995)[..., None]
+            p0 = np.clip((by_cls[..., _TOP] + kappa * p_pool) / weight, 0.005, 0.995)[..., None]
             sigma = np.sqrt(p_pool * (1 - p_pool))
             p1 = np.maximum(p0 - shifts * sigma[:, None], 0.1 * p0)
             c = np.log(p1 / p0) - np.log((1 - p1) / (1 - p0))
@@ -309,8 +312,9 @@ def _baseline(rule: DropRule, base: FloatArray, base_cls: np.ndarray, n_cls: int
         elif rule.metric == "nps":
             pp_pool = (pooled[:, _TOP] + 0.5) / (base_n + 1.0)
             pd_pool = (pooled[:, _BOTTOM] + 0.5) / (base_n + 1.0)
-            pp0 = np.clip((by_cls[..., _TOP] + kappa * pp_pool) / eff, 0.005, 0.995)[..., None]
-            pd0 = np.clip((by_cls[..., _BOTTOM] + kappa * pd_pool) / eff, 0.005, 0.995)[..., None]
+            pp0 = np.clip((by_cls[..., _TOP] + kappa * pp_pool) / weight, 0.005, 0.995)[..., None]
+            pd0 = np.clip((by_cls[..., _BOTTOM] + kappa * pd_pool) / weight,
+                          0.005, 0.995)[..., None]
             sd = np.sqrt(np.maximum(pp_pool + pd_pool - (pp_pool - pd_pool) ** 2, 1e-4))
             sigma = 100.0 * sd
             f = np.minimum(shifts * sd[:, None] / 2.0, 0.9 * pp0)
@@ -320,7 +324,7 @@ def _baseline(rule: DropRule, base: FloatArray, base_cls: np.ndarray, n_cls: int
             mean_pool = pooled[:, _SUM] / np.maximum(base_n, 1.0)
             var = pooled[:, _SUMSQ] / np.maximum(base_n, 1.0) - mean_pool**2
             sigma = np.sqrt(np.maximum(var, 1e-4 * np.maximum(mean_pool**2, 1.0)))
-            mu0 = ((by_cls[..., _SUM] + kappa * mean_pool) / eff)[..., None]
+            mu0 = ((by_cls[..., _SUM] + kappa * mean_pool) / weight)[..., None]
             k = shifts / sigma[:, None]  # (S, G): delta/sigma^2 in the metric's units
             a = k * mu0 - (shifts**2 / 2.0)
             b = -k + zeros
@@ -337,9 +341,10 @@ def pooled_weight(rule: DropRule, by_cls: FloatArray, pooled: FloatArray) -> Flo
     many answers (the ``eff`` of ``Q``). tau^2 is estimated by moments from the baseline
     (``sum_h n_h (m_h - m)^2`` exceeds its ``(H - 1) sigma^2`` under no rhythm):
     a flat series pools (up to all its baseline answers), a cyclic one keeps its hours,
-    a young one borrows for the hours it has not seen; never below ``cycle_prior + 1``,
-    which is also the weight while fewer than 3 hours of the day hold answers (no spread
-    to estimate from).
+    never below ``cycle_prior + 1``, which is also the weight while fewer than 3 hours
+    of the day hold answers (no spread to estimate from). An hour the baseline has not
+    seen at all (a young history) is worth ``cycle_prior + 1`` answers whatever this
+    says (``_baseline``): the seen hours' spread is no evidence about it.
     """
     floor = rule.cycle_prior + 1.0
     n_c = by_cls[..., _N]  # (C, S)

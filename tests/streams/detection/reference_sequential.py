@@ -52,7 +52,10 @@ def reference_scan(engine: Engine, rule: DropRule, now: int, sids: list[int],
     base_n = pooled[:, _N]
     kappa = pooled_weight(rule, by_cls, pooled)[None, :]  # (added later) estimated
     n_c = by_cls[..., _N]  # (C, S)
-    eff = n_c + kappa  # the hour's effective baseline answers
+    # The hour's effective baseline answers; an hour the baseline has not seen is the
+    # pooled estimate at the least weight: the seen hours' spread says little about it.
+    eff = np.where(n_c > 0, n_c + kappa, rule.cycle_prior + 1.0)
+    weight = n_c + kappa  # what the hour's estimate divides by
     shifts = np.asarray(rule.shifts)  # (G,)
     with np.errstate(divide="ignore", invalid="ignore"):
         # coefficients (C, S, G) of the LLR: llr = a*n + b*sum + c*top + d*bottom
@@ -60,7 +63,7 @@ def reference_scan(engine: Engine, rule: DropRule, now: int, sids: list[int],
         a, b, c, d = zeros.copy(), zeros.copy(), zeros.copy(), zeros.copy()
         if rule.metric in SHARES:
             p_pool = (pooled[:, _TOP] + 0.5) / (base_n + 1.0)
-            p0 = np.clip((by_cls[..., _TOP] + kappa * p_pool) / eff, 0.005, 0.995)[..., None]
+            p0 = np.clip((by_cls[..., _TOP] + kappa * p_pool) / weight, 0.005, 0.995)[..., None]
             sigma = np.sqrt(p_pool * (1 - p_pool))
             p1 = np.maximum(p0 - shifts * sigma[:, None], 0.1 * p0)
             c = np.log(p1 / p0) - np.log((1 - p1) / (1 - p0))
@@ -68,8 +71,9 @@ def reference_scan(engine: Engine, rule: DropRule, now: int, sids: list[int],
         elif rule.metric == "nps":
             pp_pool = (pooled[:, _TOP] + 0.5) / (base_n + 1.0)
             pd_pool = (pooled[:, _BOTTOM] + 0.5) / (base_n + 1.0)
-            pp0 = np.clip((by_cls[..., _TOP] + kappa * pp_pool) / eff, 0.005, 0.995)[..., None]
-            pd0 = np.clip((by_cls[..., _BOTTOM] + kappa * pd_pool) / eff, 0.005, 0.995)[..., None]
+            pp0 = np.clip((by_cls[..., _TOP] + kappa * pp_pool) / weight, 0.005, 0.995)[..., None]
+            pd0 = np.clip((by_cls[..., _BOTTOM] + kappa * pd_pool) / weight,
+                          0.005, 0.995)[..., None]
             sd = np.sqrt(np.maximum(pp_pool + pd_pool - (pp_pool - pd_pool) ** 2, 1e-4))
             sigma = 100.0 * sd
             f = np.minimum(shifts * sd[:, None] / 2.0, 0.9 * pp0)
@@ -79,7 +83,7 @@ def reference_scan(engine: Engine, rule: DropRule, now: int, sids: list[int],
             mean_pool = pooled[:, _SUM] / np.maximum(base_n, 1.0)
             var = pooled[:, _SUMSQ] / np.maximum(base_n, 1.0) - mean_pool**2
             sigma = np.sqrt(np.maximum(var, 1e-4 * np.maximum(mean_pool**2, 1.0)))
-            mu0 = ((by_cls[..., _SUM] + kappa * mean_pool) / eff)[..., None]
+            mu0 = ((by_cls[..., _SUM] + kappa * mean_pool) / weight)[..., None]
             k = shifts / sigma[:, None]  # (S, G): delta/sigma^2 in the metric's units
             a = k * mu0 - (shifts**2 / 2.0)
             b = -k + zeros
