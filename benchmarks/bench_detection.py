@@ -268,18 +268,19 @@ class Job:
     cycle: float
     horizon_min: int
     seed: int
+    history_min: int = HISTORY_DAYS * DAY // MINUTE
 
 
 def run_job(job: Job) -> tuple[Job, float | None, float]:
     """One run: (job, delay in minutes or None / page count, seconds spent evaluating)."""
     rng = np.random.default_rng(job.seed)
     metric = _metric(job.metric)
-    history = HISTORY_DAYS * DAY // MINUTE
+    history = job.history_min
     minutes = history + job.horizon_min
     onset = history if job.kind == "drop" else None
     counts = simulate(rng, metric, job.rate, minutes, onset, job.drop, job.cycle)
     feed = Feed(metric, counts)
-    warm = WARMUP_HOURS * 60
+    warm = min(WARMUP_HOURS * 60, history)
     feed.history(history - warm)
     detector = Detector(make_rule(job.detector, job.metric))
     pages(detector, feed, history - warm, history)  # warm-up: its pages are not counted
@@ -478,6 +479,8 @@ def main() -> None:
                         help="series for the evaluation-time figure (0: skip)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--seed", type=int, default=17)
+    parser.add_argument("--history-hours", type=int, default=HISTORY_DAYS * 24,
+                        help="history before a run (young deployments: a few hours)")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: one rate, one shift, 2 short runs, 1 null day")
     args = parser.parse_args()
@@ -494,19 +497,21 @@ def main() -> None:
         timing(args.timing_series, 3 if args.quick else 10, args.seed)
     selected = [(m, d) for m, d in cells(metrics) if not args.quick or d == 0.10]
 
+    history_min = args.history_hours * 60
     jobs: list[Job] = []
     for det in detectors:
         for rate in rates:
             hz = horizon_minutes(rate, args.quick)
             if not args.skip_drops:
                 for metric, drop in selected:
-                    jobs += [Job("drop", det, metric, rate, drop, 0.0, hz, args.seed + r)
-                             for r in range(args.runs)]
+                    jobs += [Job("drop", det, metric, rate, drop, 0.0, hz, args.seed + r,
+                                 history_min) for r in range(args.runs)]
             if not args.skip_null:
                 null_min = int(args.null_days * DAY // MINUTE)
                 for cycle in (0.0, 0.05):
                     jobs += [Job("null", det, "csat", rate, 0.0, cycle, null_min,
-                                 10_000 + args.seed + r) for r in range(args.null_runs)]
+                                 10_000 + args.seed + r, history_min)
+                             for r in range(args.null_runs)]
     started = time.perf_counter()
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         results = list(pool.map(run_job, jobs))

@@ -43,6 +43,7 @@ class Scoreboard:
     refreshed_at: float = 0.0
     alerts: list[tuple[str, ...]] = field(default_factory=list)
     alert_changes: dict[str, int] = field(default_factory=dict)
+    detection_failures: int = 0
     followups_open: int = 0
     consumer_lag: dict[int, int] = field(default_factory=dict)
     attributions: list[tuple[tuple[str, ...], float]] = field(default_factory=list)
@@ -90,6 +91,7 @@ def read_alerts(detector: Detector, board: Scoreboard) -> None:
                        if a.kind == "drop" and a.evidence is not None
                        and a.evidence.explained_by]
     board.alert_changes = dict(detector.changes)
+    board.detection_failures = detector.failures
     board.followups_open = len(detector.followups.open)
 
 
@@ -230,6 +232,10 @@ class _ScoreboardCollector(Collector):
                        "Alert state changes since start, by new state.", "state",
                        {k: board.alert_changes.get(k, 0)
                         for k in ("pending", "firing", "resolved")})
+        yield CounterMetricFamily(
+            "touchstream_detection_failures", "Alert evaluations that failed (logged with "
+            "their traceback and skipped): detection is blind while this grows.",
+            value=float(board.detection_failures))
         yield _counter("touchstream_events", "Events the engine processed, by outcome.",
                        "outcome",
                        {k: board.counters.get(k, 0) for k in ("accepted", "late", "duplicate")})

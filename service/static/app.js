@@ -674,7 +674,7 @@
       return [
         h('p', { id: 'detection-none', class: 'muted', text: 'No series is watched by a '
           + 'sequential rule, so there is no evidence to show here. Every drop rule uses the '
-          + 'window test (the default): it compares the last hour with the 7 days before at '
+          + 'window test: it compares the last hour with the 7 days before at '
           + 'each evaluation and keeps no running evidence.' }),
         h('p', { class: 'muted small' }, 'To watch series here, set ', h('code', { text: '"test": "sequential"' }),
           ' on a drop rule in the detection configuration (', h('code', { text: 'TOUCHSTREAM_DETECTION_CONFIG' }),

@@ -16,6 +16,7 @@ standard (one-sided 2.5% error each), so use ``min_n`` and the hold time to keep
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import Counter
 from collections.abc import Hashable, Sequence
@@ -43,6 +44,7 @@ from streams.engine.metrics import FloatArray, N, score
 from streams.engine.store import Granularity, SeriesKey
 
 STATE_VERSION: Final = 1
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -64,6 +66,8 @@ class Detector:
         self.last_evaluated: int | None = None
         self.changes: Counter[str] = Counter()
         """State changes by new state since this process started (for a metrics counter)."""
+        self.failures = 0
+        """Evaluations that raised (logged, skipped; counted for a metrics counter)."""
         self._drift: dict[str, _DriftState] = {}
         self._closed_hours: dict[sequential.MemoKey, FloatArray] = {}
         """Sequential rules: sums of hourly buckets no event can change any more."""
@@ -98,7 +102,22 @@ class Detector:
                                      f"buckets for a {rule.baseline}s baseline")
 
     def evaluate(self, engine: Engine, now: int) -> list[AlertChange]:
-        """Evaluate every rule at event time ``now``; return the alert state changes."""
+        """Evaluate every rule at event time ``now``; return the alert state changes.
+
+        An evaluation that raises is logged with its traceback, counted in ``failures``
+        and skipped until the next slot: a fault in detection must not stop the events
+        (the runners ingest through here) or the scores; the failures counter pages
+        platform (TouchstreamDetectionFailing)."""
+        try:
+            return self._evaluate(engine, now)
+        except Exception:
+            self.failures += 1
+            self.last_evaluated = now
+            log.exception("alert evaluation at %d failed (%d so far); skipped", now,
+                          self.failures)
+            return []
+
+    def _evaluate(self, engine: Engine, now: int) -> list[AlertChange]:
         dense = Dense(engine)
         book = self.alerts
         changes: list[AlertChange] = []

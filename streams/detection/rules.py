@@ -166,19 +166,25 @@ DEFAULT_SHIFTS: Final = (0.05, 0.075, 0.125, 0.2, 0.325)
 class DropRule(_AlertRule):
     """A scope value whose metric fell below its baseline, per scope value.
 
-    ``test`` chooses how. ``"window"``: the window (default the last hour) against the
-    baseline (default the 7 days before) with Benjamini-Hochberg across the rule's scope
-    values (``alpha``), a minimum effect (``min_effect`` None means the metric's default:
-    0.03 share, 5 NPS points, 0.2 scale points for CES and ratings, 0.05 sentiment) and
-    minimum n (``min_n_window``, ``min_n_baseline``). ``"sequential"``
-    (``streams.detection.sequential``): a CUSUM of log-likelihood ratios over every
-    bucket since the change, at any volume, for drops of ``shifts`` standard deviations,
-    against the baseline's ``span`` before the last ``horizon``, per hour of the day
-    (``cycle``), with a threshold from the false-alarm budget: one false page per
-    series per ``false_page_days`` at most, and ``DetectionConfig.false_pages_per_week``
-    across every distinct series; the window comparison is kept as the alert's readable
-    evidence. A sequential rule holds no time by default (``hold_seconds`` 0: the
-    threshold is the persistence).
+    ``test`` chooses how (``default_detection`` uses ``"sequential"``; the field's
+    default stays ``"window"`` so existing configurations keep their meaning).
+
+    ``"window"``: the window (default the last hour) against the baseline (default the
+    7 days before) with Benjamini-Hochberg across the rule's scope values (``alpha``), a
+    minimum effect (``min_effect`` None means the metric's default: 0.03 share, 5 NPS
+    points, 0.2 scale points for CES and ratings, 0.05 sentiment) and minimum n
+    (``min_n_window``, ``min_n_baseline``).
+
+    ``"sequential"`` (``streams.detection.sequential``): a CUSUM of log-likelihood ratios
+    over every bucket since the change, at any volume, for drops of ``shifts`` standard
+    deviations, against the baseline's ``span`` before the last ``horizon`` (a younger
+    history is split the same way after a first day), per hour of the day (``cycle``;
+    each hour shrunk toward the pooled baseline by a weight estimated from the hours'
+    spread, at least ``cycle_prior`` + 1 answers), with a threshold from the false-alarm
+    budget: one false page per series per ``false_page_days`` at most, and
+    ``DetectionConfig.false_pages_per_week`` across every distinct series; the window
+    comparison is kept as the alert's readable evidence. A sequential rule holds no time
+    by default (``hold_seconds`` 0: the threshold is the persistence).
     """
 
     test: Literal["window", "sequential"] = "window"
@@ -338,12 +344,14 @@ class DetectionConfig(_Frozen):
 
 
 def default_detection(engine: EngineConfig) -> DetectionConfig:
-    """Rules a first run can live with: drops of the last hour against the 7 days before
-    (CSAT, NPS, CES, resolution) in every scope, scores below their configured target,
-    a slow CSAT drift overall, and follow-ups for detractors and unresolved contacts."""
+    """Rules a first run can live with: sequential drops (CSAT, NPS, CES, resolution) in
+    every scope, against the 7 days before the last 7 (while the history is younger, its
+    first part), within the default false-page budget; scores below their configured
+    target, a slow CSAT drift overall, and follow-ups for detractors and unresolved
+    contacts."""
     targeted = sorted({t.metric for t in engine.targets if t.metric != "rating"})
     return DetectionConfig(
-        drops=tuple(DropRule(name=f"{m}-drop-1h", metric=m)
+        drops=tuple(DropRule(name=f"{m}-drop", metric=m, test="sequential")
                     for m in ("csat", "nps", "ces", "outcome")),
         targets=tuple(TargetRule(name=f"{m}-below-target", metric=m) for m in targeted),
         drifts=(DriftRule(name="csat-drift", metric="csat"),),

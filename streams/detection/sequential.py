@@ -5,9 +5,11 @@ current hour ``H``), recomputed from the engine's buckets alone (so both runners
 restart and a replay compute the same value, with no state of its own):
 
 * **Baseline**: the rule's ``baseline.span`` of hourly buckets before the last
-  ``horizon`` (defaults: the 7 days before the last 7 days), per hour of the day (UTC)
+  ``horizon`` (defaults: the 7 days before the last 7 days; while the history is
+  younger than both, its first part, see ``layout``), per hour of the day (UTC)
   when ``cycle`` is ``"hour_of_day"``: each hour's estimate is shrunk toward the pooled
-  one with ``cycle_prior`` answers' weight, so a thin hour borrows from the day. Shares
+  one with a weight estimated from how much the hours differ (``pooled_weight``), so a
+  flat series pools and a thin hour borrows from the day. Shares
   (CSAT top-2, resolution): the top share; NPS: promoter and detractor shares; means
   (CES, ratings, sentiment): the mean, with the pooled standard deviation.
 * **Buckets since the change**: the hourly buckets of the horizon, then the 60-s buckets
@@ -91,20 +93,39 @@ class Layout:
 
 def layout(engine: Engine, rule: DropRule, now: int) -> Layout:
     """The buckets of ``rule`` at ``now``; ``ValueError`` naming the rule when the engine
-    does not keep them (60-s buckets for two hours, 3600-s ones for horizon + baseline)."""
+    does not keep them (60-s buckets for two hours, 3600-s ones for horizon + baseline).
+
+    A young history (its first answers less than horizon + baseline ago) is split in the
+    same proportion, but with a baseline of a whole day first where the history allows
+    (so that every hour of the day has one): the baseline from the first answered hour,
+    the horizon the rest (at least 3 hours). A new deployment is watched from its first
+    hours, not after two weeks; the baseline's uncertainty, large while it is short, is
+    in the statistic, and an hour of the day the baseline has not seen yet is worth the
+    pooled estimate's weight only (``pooled_weight``).
+    """
     hours, minutes = engine.granularities.get("3600s"), engine.granularities.get("60s")
     if hours is None or minutes is None:
         raise ValueError(f"rule {rule.name}: a sequential rule needs 60s and 3600s buckets")
     h = now // HOUR
     horizon, base = rule.horizon // HOUR, rule.baseline.span // HOUR
-    out = Layout(h - horizon - base, h - horizon - 1, h - horizon, h - 2,
-                 (h - 1) * 60, now // MINUTE)
-    if out.base_first < oldest(engine, hours, now) or horizon < 3:
+    if h - horizon - base < oldest(engine, hours, now) or horizon < 3:
         raise ValueError(f"rule {rule.name}: the engine keeps too few 3600s buckets for a "
                          f"{rule.horizon}s horizon and a {rule.baseline.span}s baseline")
-    if out.minute_first < oldest(engine, minutes, now):
+    if (h - 1) * 60 < oldest(engine, minutes, now):
         raise ValueError(f"rule {rule.name}: the engine keeps too few 60s buckets")
-    return out
+    first = first_answered(engine)
+    if first is not None and first > h - horizon - base:
+        age = h - first
+        horizon = min(max(3, age * horizon // (horizon + base)), max(3, age - 24))
+    base_first = h - horizon - base if first is None else max(first, h - horizon - base)
+    return Layout(base_first, h - horizon - 1, h - horizon, h - 2, (h - 1) * 60,
+                  now // MINUTE)
+
+
+def first_answered(engine: Engine) -> int | None:
+    """The first hour (3600-s bucket id) the engine holds answers in, any series."""
+    tables = engine.granularities["3600s"].tables
+    return min((b for b, t in tables.items() if len(t)), default=None)
 
 
 class Buckets:
@@ -353,9 +374,12 @@ def _baseline(rule: DropRule, base: FloatArray, base_cls: np.ndarray, n_cls: int
     by_cls = np.stack([base[base_cls == h].sum(0) for h in range(n_cls)])
     pooled = base.sum(0)  # (S, 5)
     base_n = pooled[:, _N]
-    kappa = rule.cycle_prior + 1.0
+    kappa = pooled_weight(rule, by_cls, pooled)[None, :]  # (1, S)
     n_c = by_cls[..., _N]  # (C, S)
-    eff = n_c + kappa  # the hour's effective baseline answers
+    # The hour's effective baseline answers; an hour the baseline has not seen is the
+    # pooled estimate at the least weight: the seen hours' spread says little about it.
+    eff = np.where(n_c > 0, n_c + kappa, rule.cycle_prior + 1.0)
+    weight = n_c + kappa  # what the hour's estimate divides by
     shifts = np.asarray(rule.shifts)  # (G0,)
     grid = len(shifts) * destinations(rule)
     live = np.ones((n_series, grid), dtype=bool)
@@ -369,11 +393,12 @@ def _baseline(rule: DropRule, base: FloatArray, base_cls: np.ndarray, n_cls: int
             # kept off 0 and 1 (a baseline without bottom or middle answers)
             p_pool = (pooled[:, _TOP] + 0.5) / (base_n + 1.0)
             q_pool = (pooled[:, _BOTTOM] + 0.5) / (base_n + 1.0)
-            p0 = np.clip((by_cls[..., _TOP] + kappa * p_pool) / eff, 0.005, 0.995)[..., None]
-            q0 = np.clip((by_cls[..., _BOTTOM] + kappa * q_pool) / eff, 0.005, 0.995)[..., None]
+            p0 = np.clip((by_cls[..., _TOP] + kappa * p_pool) / weight, 0.005, 0.995)[..., None]
+            q0 = np.clip((by_cls[..., _BOTTOM] + kappa * q_pool) / weight,
+                         0.005, 0.995)[..., None]
             sigma = np.sqrt(p_pool * (1 - p_pool))
             a, c, d, _ = _to_shares(shifts, sigma[:, None], p0, q0,
-                                    (n_c / eff**2)[..., None])
+                                    (n_c / weight**2)[..., None])
             a = a + zeros
             # the threshold's scale: KL at the pooled shares (a Bernoulli: ~ shifts)
             _, _, _, kl = _to_shares(shifts, sigma[:, None],
@@ -390,8 +415,9 @@ def _baseline(rule: DropRule, base: FloatArray, base_cls: np.ndarray, n_cls: int
         elif rule.metric == "nps":
             pp_pool = (pooled[:, _TOP] + 0.5) / (base_n + 1.0)
             pd_pool = (pooled[:, _BOTTOM] + 0.5) / (base_n + 1.0)
-            pp0 = np.clip((by_cls[..., _TOP] + kappa * pp_pool) / eff, 0.005, 0.995)[..., None]
-            pd0 = np.clip((by_cls[..., _BOTTOM] + kappa * pd_pool) / eff, 0.005, 0.995)[..., None]
+            pp0 = np.clip((by_cls[..., _TOP] + kappa * pp_pool) / weight, 0.005, 0.995)[..., None]
+            pd0 = np.clip((by_cls[..., _BOTTOM] + kappa * pd_pool) / weight,
+                          0.005, 0.995)[..., None]
             sd = np.sqrt(np.maximum(pp_pool + pd_pool - (pp_pool - pd_pool) ** 2, 1e-4))
             sigma = 100.0 * sd
             f = np.minimum(shifts * sd[:, None] / 2.0, 0.9 * pp0)
@@ -401,7 +427,7 @@ def _baseline(rule: DropRule, base: FloatArray, base_cls: np.ndarray, n_cls: int
             mean_pool = pooled[:, _SUM] / np.maximum(base_n, 1.0)
             var = pooled[:, _SUMSQ] / np.maximum(base_n, 1.0) - mean_pool**2
             sigma = np.sqrt(np.maximum(var, 1e-4 * np.maximum(mean_pool**2, 1.0)))
-            mu0 = ((by_cls[..., _SUM] + kappa * mean_pool) / eff)[..., None]
+            mu0 = ((by_cls[..., _SUM] + kappa * mean_pool) / weight)[..., None]
             k = shifts / sigma[:, None]  # (S, G): delta/sigma^2 in the metric's units
             a = k * mu0 - (shifts**2 / 2.0)
             b = -k + zeros
@@ -409,6 +435,46 @@ def _baseline(rule: DropRule, base: FloatArray, base_cls: np.ndarray, n_cls: int
     coef[:, ~live] = 0.0
     return Coefficients(coef, eff, np.asarray(sigma, dtype=np.float64), base_n, live,
                         np.nan_to_num(delta, nan=0.0))
+
+
+def pooled_weight(rule: DropRule, by_cls: FloatArray, pooled: FloatArray) -> FloatArray:
+    """(S,) the weight, in answers, of the pooled baseline in each hour's estimate.
+
+    Empirical Bayes: with hour means spread by tau^2 around the pooled mean and one
+    answer's variance sigma^2, an hour's estimate from n_h answers is best shrunk with
+    ``sigma^2 / tau^2`` answers of the pooled mean, and is then worth ``n_h`` plus that
+    many answers (the ``eff`` of ``Q``). tau^2 is estimated by moments from the baseline
+    (``sum_h n_h (m_h - m)^2`` exceeds its ``(H - 1) sigma^2`` under no rhythm):
+    a flat series pools (up to all its baseline answers), a cyclic one keeps its hours,
+    never below ``cycle_prior + 1``, which is also the weight while fewer than 3 hours
+    of the day hold answers (no spread to estimate from). An hour the baseline has not
+    seen at all (a young history) is worth ``cycle_prior + 1`` answers whatever this
+    says (``_baseline``): the seen hours' spread is no evidence about it.
+    """
+    floor = rule.cycle_prior + 1.0
+    n_c = by_cls[..., _N]  # (C, S)
+    total = pooled[:, _N]
+    if by_cls.shape[0] == 1:
+        out: FloatArray = np.full(len(total), floor)
+        return out
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if rule.metric in SHARES:
+            x_c, x = by_cls[..., _TOP] / n_c, pooled[:, _TOP] / total
+            var = x * (1 - x)
+        elif rule.metric == "nps":
+            x_c = (by_cls[..., _TOP] - by_cls[..., _BOTTOM]) / n_c
+            pp, pd = pooled[:, _TOP] / total, pooled[:, _BOTTOM] / total
+            x, var = pp - pd, pp + pd - (pp - pd) ** 2
+        else:
+            x_c, x = by_cls[..., _SUM] / n_c, pooled[:, _SUM] / total
+            var = pooled[:, _SUMSQ] / total - x**2
+        spread = np.where(n_c > 0, n_c * (x_c - x) ** 2, 0.0).sum(0)
+        seen = (n_c > 0).sum(0)
+        tau2 = (spread - (seen - 1) * var) / (total - (n_c**2).sum(0) / total)
+        weight = np.where(seen < 3, floor, np.where(tau2 > 0, var / tau2, np.inf))
+    out = np.clip(np.nan_to_num(weight, nan=floor, posinf=np.inf), floor,
+                  np.maximum(total, floor))
+    return out
 
 
 def _hours(engine: Engine, rule: DropRule, lay: Layout, ix: np.ndarray,
@@ -471,6 +537,11 @@ def scan(engine: Engine, rule: DropRule, now: int, sids: list[int], buckets: Buc
     minutes' answers in class j), the square of the per-class sums expanded.
     """
     lay = layout(engine, rule, now)
+    if not sids:  # nothing of this metric answered yet
+        none, grid = np.zeros(0), np.zeros((0, len(rule.shifts) * destinations(rule)))
+        return Scan(rule, [], grid, grid.copy(), grid.copy(), none, none.copy(),
+                    none.copy(), np.zeros(0, dtype=bool), np.zeros(grid.shape, dtype=bool),
+                    grid.copy())
     cycle = rule.cycle == "hour_of_day"
     ix = np.asarray(sids, dtype=np.int64)
     h_now = now // HOUR
@@ -502,16 +573,16 @@ def scan(engine: Engine, rule: DropRule, now: int, sids: list[int], buckets: Buc
         _restart(stat_h, (lay.hour_first + np.arange(stat_h.shape[-1])) * HOUR, restarts)
         _restart(stat_m, (lay.minute_first + np.arange(stat_m.shape[-1])) * MINUTE,
                  restarts)
-    best_h, best_m = stat_h.argmax(-1), stat_m.argmax(-1)  # (S, G)
+    best_h, best_m = last_argmax(stat_h), last_argmax(stat_m)  # (S, G)
     val_h = np.take_along_axis(stat_h, best_h[..., None], -1)[..., 0]
     val_m = np.take_along_axis(stat_m, best_m[..., None], -1)[..., 0]
-    minute = val_m > val_h  # the first maximum in time order, as one argmax over both
+    minute = val_m >= val_h  # the last maximum in time order, as one over both
     rows = np.arange(len(sids))[:, None]
     seg_n = np.where(minute, seg_n_m[rows, best_m], n_h[rows, best_h])
     start = np.where(minute, (lay.minute_first + best_m) * MINUTE,
                      (lay.hour_first + best_h) * HOUR)
     top = np.where(hours.live, np.maximum(np.where(minute, val_m, val_h), 0.0), 0.0)
-    base_seconds = (lay.base_last - lay.base_first + 1) * HOUR
+    base_seconds = max(lay.base_last - lay.base_first + 1, 1) * HOUR  # young: may be empty
     mon_seconds = (lay.hour_last - lay.hour_first + 1) * HOUR + (now % HOUR) + HOUR
     volume = np.maximum(hours.base_n / base_seconds, n_h[:, 0] / mon_seconds)
     pooled = hours.pooled + minutes_all.sum(0)
@@ -520,6 +591,15 @@ def scan(engine: Engine, rule: DropRule, now: int, sids: list[int], buckets: Buc
     tested = (hours.base_n > 0) & ~repeated
     return Scan(rule, sids, top, start.astype(np.float64), seg_n, hours.base_n,
                 hours.sigma, volume, tested, hours.live, hours.delta)
+
+
+def last_argmax(stat: FloatArray) -> np.ndarray:
+    """Index of the last maximum along the last axis. Segments that differ only by
+    answerless buckets at their start tie; the latest of them dates the change where its
+    answers begin, not at the first empty hour before them."""
+    k = stat.shape[-1]
+    out: np.ndarray = k - 1 - stat[..., ::-1].argmax(-1)
+    return out
 
 
 def _restart(stat: FloatArray, starts: np.ndarray, restarts: FloatArray) -> None:

@@ -128,6 +128,7 @@ def create_worker(settings: WorkerSettings, config: EngineConfig | None = None) 
     processor = TouchpointProcessor(app, settings, config, checkpoints, output, metrics)
     metrics.watch(processor)
     publisher = ScoresPublisher(app, settings, config, output)
+    metrics.watch_detection(publisher)
     app.processor = processor
     app.publisher = publisher
     app.batch_handlers = {settings.topic_touchpoints: processor.handle}

@@ -18,6 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from streams.detection import Detector
 from streams.worker.partition import PartitionState
 
 OUTCOMES = ("accepted", "duplicates", "late", "rejected", "skipped", "commands")
@@ -92,6 +93,29 @@ class WorkerMetrics:
     def watch(self, processor: Processor) -> None:
         """Export ``processor``'s totals and partition states on every scrape."""
         self.registry.register(_ProcessorCollector(processor))
+
+    def watch_detection(self, source: DetectionSource) -> None:
+        """Export the failed alert evaluations of ``source``'s detector (the group
+        leader evaluates; elsewhere it stays 0)."""
+        self.registry.register(_DetectionCollector(source))
+
+
+class DetectionSource(Protocol):
+    """What the collector reads from the scores publisher."""
+
+    @property
+    def detector(self) -> Detector: ...
+
+
+class _DetectionCollector(Collector):
+    def __init__(self, source: DetectionSource) -> None:
+        self.source = source
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "touchstream_detection_failures", "Alert evaluations that failed (logged with "
+            "their traceback and skipped): detection is blind while this grows.",
+            value=float(self.source.detector.failures))
 
 
 class _ProcessorCollector(Collector):

@@ -133,3 +133,23 @@ def test_parsed_json_and_bytes_decode_alike(specs: list[dict[str, Any]]) -> None
         raw.positions or list(range(len(raw.events))))
     assert parsed.stamps.tolist() == raw.stamps.tolist()
     Detector(DetectionConfig())  # the detector accepts the default config (smoke)
+
+
+def test_a_failing_evaluation_is_counted_and_the_events_still_count(
+        monkeypatch: Any, caplog: Any) -> None:
+    from streams.detection import sequential
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a defect in detection")
+
+    monkeypatch.setattr(sequential, "scan", broken)
+    detection = DetectionConfig.model_validate(
+        {"drops": [{"name": "csat-drop", "metric": "csat", "test": "sequential"}]})
+    detector = Detector(detection)
+    pipeline = Pipeline(Engine(CONFIG), detector=detector)
+    decoder = EventDecoder(clock=clock)
+    for minute in range(3):
+        report = pipeline.run(convert_many(decoder, [event(10 + minute, minute * 60)]))
+        assert report.changes == [] and report.result.accepted == 1
+    assert detector.failures == 3  # once per due evaluation, not once per batch forever
+    assert "alert evaluation at" in caplog.text and "a defect in detection" in caplog.text

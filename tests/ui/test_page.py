@@ -216,8 +216,10 @@ class Service:
     a window drop rule that fires at once and a sequential CSAT drop rule by channel and
     segment; ``default``: the built-in engine and detection configuration instead."""
 
-    def __init__(self, root: Path, default: bool = False) -> None:
+    def __init__(self, root: Path, default: bool = False,
+                 detection: DetectionConfig | None = None) -> None:
         self.root, self.port, self.default = root, free_port(), default
+        self.detection = detection
         self.log = root / "serve.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -234,6 +236,7 @@ class Service:
             DropRule(name=SEQUENTIAL, metric="csat", test="sequential",
                      scopes=(("channel",), ("segment",)), horizon="1d",
                      baseline=("prior", "2d"), severity="warning", owner="support")))
+        detection = self.detection or detection
         (self.root / "engine.json").write_text(engine.model_dump_json(), encoding="utf-8")
         (self.root / "detection.json").write_text(detection.model_dump_json(),
                                                   encoding="utf-8")
@@ -351,6 +354,12 @@ async def test_the_page_in_chromium_shows_scores_and_the_planted_alert_live(
         assert ranked[0]["scope"] in dropping and ranked[0]["holds"], ranked[:3]
         evidence = {scope_key(i["scope"]): i["evidence"] for i in ranked if i["tested"]}
         assert evidence["channel=chat"] >= 1.0 > evidence["channel=phone"]
+        # Dated near where the bad answers begin, within minutes (an hour's baseline is
+        # shrunk as much as the hours differ, not by a fixed prior: with the fixed one a
+        # flat history pulled this estimate 8 hours early).
+        (chat,) = [i for i in ranked if i["scope"] == {"channel": "chat"}]
+        start = datetime.fromisoformat(chat["change_start"])
+        assert NOW - timedelta(minutes=15) <= start <= NOW + timedelta(minutes=30), chat
         expected_n = c.get("/v1/scores", params={"window": "15m", "metric": "csat"}
                            ).json()["items"][0]["n"]
 
@@ -512,9 +521,10 @@ async def test_the_page_in_chromium_shows_scores_and_the_planted_alert_live(
 @pytest.mark.integration
 async def test_the_page_says_when_no_series_is_watched_by_a_sequential_rule(
         chromium_path: str, tmp_path: Path) -> None:
-    """The default configuration: every drop rule uses the window test, so the detection
-    panel says so and how to change it, rather than showing an empty box."""
-    service = Service(tmp_path, default=True)
+    """Drop rules that all use the window test: the detection panel says so and how to
+    change it, rather than showing an empty box."""
+    window_only = DetectionConfig(drops=(DropRule(name="csat-drop-1h", metric="csat"),))
+    service = Service(tmp_path, detection=window_only)
     try:
         service.start()
         with httpx.Client(base_url=service.url,
@@ -534,5 +544,31 @@ async def test_the_page_says_when_no_series_is_watched_by_a_sequential_rule(
             assert '"test": "sequential"' in panel and "TOUCHSTREAM_DETECTION_CONFIG" in panel
             assert await page.evaluate(
                 "document.querySelectorAll('#detection-body table').length") == 0
+    finally:
+        service.stop()
+
+
+@pytest.mark.integration
+async def test_the_default_rules_are_sequential_and_say_when_nothing_is_watched_yet(
+        chromium_path: str, tmp_path: Path) -> None:
+    """The built-in configuration: every drop rule is sequential; before any answer the
+    panel names them and says they watch nothing yet."""
+    service = Service(tmp_path, default=True)
+    try:
+        service.start()
+        with httpx.Client(base_url=service.url,
+                          headers={"Authorization": f"Bearer {READ}"}) as c:
+            body = c.get("/v1/detection").json()
+        assert body["items"] == []
+        assert body["sequential_rules"] == ["csat-drop", "nps-drop", "ces-drop", "outcome-drop"]
+        async with chromium(chromium_path, tmp_path / "profile",
+                            tmp_path / "chromium.log") as page:
+            await page.send("Page.enable")
+            await sign_in(page, service.url)
+            message = await page.wait_for(
+                "document.getElementById('detection-none')?.textContent",
+                "the detection panel's message")
+            assert message.startswith("No series to show yet")
+            assert "csat-drop" in message and "outcome-drop" in message
     finally:
         service.stop()

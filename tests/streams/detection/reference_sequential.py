@@ -10,7 +10,15 @@ from __future__ import annotations
 import numpy as np
 
 from streams.detection.rules import SHARES, DropRule
-from streams.detection.sequential import HOUR, MINUTE, Buckets, Layout, Scan, layout
+from streams.detection.sequential import (
+    HOUR,
+    MINUTE,
+    Buckets,
+    Layout,
+    Scan,
+    layout,
+    pooled_weight,
+)
 from streams.detection.spans import copies
 from streams.engine.engine import Engine
 from streams.engine.metrics import FloatArray
@@ -45,9 +53,10 @@ def reference_scan(engine: Engine, rule: DropRule, now: int, sids: list[int],
     pooled = base.sum(0)  # (S, 5)
     mon_total = mon.sum(0)
     base_n = pooled[:, _N]
-    kappa = rule.cycle_prior + 1.0
+    kappa = pooled_weight(rule, by_cls, pooled)[None, :]  # (added later) estimated
     n_c = by_cls[..., _N]  # (C, S)
-    eff = n_c + kappa  # the hour's effective baseline answers
+    eff = np.where(n_c > 0, n_c + kappa, rule.cycle_prior + 1.0)  # (added later)
+    weight = n_c + kappa
     shifts = np.asarray(rule.shifts)  # (G0,)
     g0 = len(shifts)
     grid = 2 * g0 if rule.metric in SHARES else g0  # shares: x (to bottom, to middle)
@@ -60,8 +69,9 @@ def reference_scan(engine: Engine, rule: DropRule, now: int, sids: list[int],
         if rule.metric in SHARES:
             p_pool = (pooled[:, _TOP] + 0.5) / (base_n + 1.0)
             q_pool = (pooled[:, _BOTTOM] + 0.5) / (base_n + 1.0)
-            p0 = np.clip((by_cls[..., _TOP] + kappa * p_pool) / eff, 0.005, 0.995)[..., None]
-            q0 = np.clip((by_cls[..., _BOTTOM] + kappa * q_pool) / eff, 0.005, 0.995)[..., None]
+            p0 = np.clip((by_cls[..., _TOP] + kappa * p_pool) / weight, 0.005, 0.995)[..., None]
+            q0 = np.clip((by_cls[..., _BOTTOM] + kappa * q_pool) / weight,
+                         0.005, 0.995)[..., None]
             m0 = np.clip(1 - p0 - q0, 0.005, 0.995)
             sigma = np.sqrt(p_pool * (1 - p_pool))
             p1 = np.maximum(p0 - shifts * sigma[:, None], 0.1 * p0)
@@ -69,7 +79,7 @@ def reference_scan(engine: Engine, rule: DropRule, now: int, sids: list[int],
             # to the bottom: top and bottom answers; to the middle: top and middle ones
             # (middle = n - top - bottom)
             # less each category's plug-in bias (Jensen: log((r0 + g) / r0) is convex)
-            var = (n_c / eff**2)[..., None]
+            var = (n_c / weight**2)[..., None]
             jt = 0.5 * var * (1 - p0) * (1 - (p0 / p1) ** 2)
             jb = 0.5 * var * (1 - q0) * (1 - (q0 / q1) ** 2)
             jm = 0.5 * var * (1 - m0) * (1 - (m0 / m1) ** 2)
@@ -89,8 +99,9 @@ def reference_scan(engine: Engine, rule: DropRule, now: int, sids: list[int],
         elif rule.metric == "nps":
             pp_pool = (pooled[:, _TOP] + 0.5) / (base_n + 1.0)
             pd_pool = (pooled[:, _BOTTOM] + 0.5) / (base_n + 1.0)
-            pp0 = np.clip((by_cls[..., _TOP] + kappa * pp_pool) / eff, 0.005, 0.995)[..., None]
-            pd0 = np.clip((by_cls[..., _BOTTOM] + kappa * pd_pool) / eff, 0.005, 0.995)[..., None]
+            pp0 = np.clip((by_cls[..., _TOP] + kappa * pp_pool) / weight, 0.005, 0.995)[..., None]
+            pd0 = np.clip((by_cls[..., _BOTTOM] + kappa * pd_pool) / weight,
+                          0.005, 0.995)[..., None]
             sd = np.sqrt(np.maximum(pp_pool + pd_pool - (pp_pool - pd_pool) ** 2, 1e-4))
             sigma = 100.0 * sd
             f = np.minimum(shifts * sd[:, None] / 2.0, 0.9 * pp0)
@@ -100,7 +111,7 @@ def reference_scan(engine: Engine, rule: DropRule, now: int, sids: list[int],
             mean_pool = pooled[:, _SUM] / np.maximum(base_n, 1.0)
             var = pooled[:, _SUMSQ] / np.maximum(base_n, 1.0) - mean_pool**2
             sigma = np.sqrt(np.maximum(var, 1e-4 * np.maximum(mean_pool**2, 1.0)))
-            mu0 = ((by_cls[..., _SUM] + kappa * mean_pool) / eff)[..., None]
+            mu0 = ((by_cls[..., _SUM] + kappa * mean_pool) / weight)[..., None]
             k = shifts / sigma[:, None]  # (S, G): delta/sigma^2 in the metric's units
             a = k * mu0 - (shifts**2 / 2.0)
             b = -k + zeros
@@ -123,11 +134,12 @@ def reference_scan(engine: Engine, rule: DropRule, now: int, sids: list[int],
     if restarts is not None:  # (added with the restart after a page) only later segments
         with np.errstate(invalid="ignore"):
             stat[starts[None, :] <= restarts[:, None]] = -np.inf
-    best = stat.argmax(1)  # (S, G)
+    # (changed with the young-history layout) the last maximum: see ``last_argmax``
+    best = stat.shape[1] - 1 - stat[:, ::-1].argmax(1)  # (S, G)
     rows = np.arange(n_series)[:, None]
     top = np.maximum(stat[rows, best, np.arange(grid)[None, :]], 0.0)
     top[~live] = 0.0
-    base_seconds = (lay.base_last - lay.base_first + 1) * HOUR
+    base_seconds = max(lay.base_last - lay.base_first + 1, 1) * HOUR
     mon_seconds = (lay.hour_last - lay.hour_first + 1) * HOUR + (now % HOUR) + HOUR
     volume = np.maximum(base_n / base_seconds, mon_total[:, _N] / mon_seconds)
     repeated = np.array(copies(engine, sids, pooled_full(buckets, lay, engine), ),

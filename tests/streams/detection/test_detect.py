@@ -145,9 +145,10 @@ def test_rules_parse_pairs_and_durations_and_refuse_nonsense() -> None:
     with pytest.raises(ValidationError):
         DriftRule(name="d", metric="csat", step="1h", baseline="90m")
     engine = Engine(CONFIG)
-    with pytest.raises(ValueError, match="not configured"):
-        Detector(DetectionConfig(drops=(drop_rule(scopes=(("segment",),)),))).evaluate(
-            engine, LIVE)
+    # Refused by ``check`` at start; evaluating it anyway is counted and logged, never
+    # raised into the ingest that runs it.
+    unchecked = Detector(DetectionConfig(drops=(drop_rule(scopes=(("segment",),)),)))
+    assert unchecked.evaluate(engine, LIVE) == [] and unchecked.failures == 1
     unservable = [
         DetectionConfig(drops=(drop_rule(scopes=(("segment",),)),)),
         DetectionConfig(drops=(drop_rule(baseline=("prior", "30d")),)),

@@ -11,7 +11,7 @@ import pytest
 
 from schemas.event import Csat, TouchpointEvent
 from streams.detection import DetectionConfig, Detector, DropRule, siegmund_arl
-from streams.detection.sequential import series_days, thresholds
+from streams.detection.sequential import layout, series_days, thresholds
 from streams.engine.config import EngineConfig
 from streams.engine.engine import Engine
 
@@ -192,3 +192,69 @@ def test_a_share_drop_to_the_bottom_pages_sooner_than_the_top_only_bernoulli(
     assert to_bottom[1] < shifts <= to_middle[1]  # picked: to the bottom, to the middle
     assert 0.0 < to_bottom[2] <= 0.15 and 0.0 < to_middle[2] <= 0.15  # top-share points
     assert to_middle[0] <= 1.1 * bernoulli[0]
+
+
+def test_a_young_history_splits_into_baseline_and_horizon() -> None:
+    rule = seq_rule()  # 7 days of baseline before a 7-day horizon
+    engine = Engine(CONFIG)
+    engine.ingest(stream("chat", T0, T0 + 10 * HOUR, 30, 0.85, seed=11))
+    h = (T0 + 10 * HOUR) // HOUR
+    lay = layout(engine, rule, h * HOUR)  # all but the last 3 hours: towards a whole day
+    assert (lay.base_first, lay.base_last, lay.hour_first) == (h - 10, h - 4, h - 3)
+    engine.ingest(stream("chat", T0 + 10 * HOUR, T0 + 30 * HOUR, 30, 0.85, seed=17))
+    h = (T0 + 30 * HOUR) // HOUR
+    lay = layout(engine, rule, h * HOUR)  # a whole day of baseline, the rest horizon
+    assert (lay.base_first, lay.base_last, lay.hour_first) == (h - 30, h - 7, h - 6)
+    engine.ingest(stream("chat", T0 + 30 * HOUR, T0 + 4 * DAY, 30, 0.85, seed=18))
+    h = (T0 + 4 * DAY) // HOUR
+    lay = layout(engine, rule, h * HOUR)  # then half and half
+    assert (lay.base_first, lay.base_last, lay.hour_first) == (h - 96, h - 49, h - 48)
+    engine.ingest(stream("chat", T0 + 4 * DAY, T0 + 15 * DAY, 30, 0.85, seed=12))
+    h = (T0 + 15 * DAY) // HOUR
+    lay = layout(engine, rule, h * HOUR)  # grown up: the configured 7 + 7 days
+    assert (lay.base_first, lay.base_last, lay.hour_first) == (h - 336, h - 169, h - 168)
+
+
+def test_a_drop_after_the_first_day_pages() -> None:
+    # A new deployment: a day of history, then chat drops 15 points (the demo's case).
+    live = T0 + 26 * HOUR
+    events = stream("chat", T0, live, 300, 0.85, seed=13)
+    events += stream("chat", live, live + 2 * HOUR, 300, 0.70, seed=14)
+    events += stream("phone", T0, live + 2 * HOUR, 300, 0.85, seed=15)
+    _, detector, seen = run(events, seq_rule(), T0 + 4 * HOUR, every=60)
+    fired = [(t, scope) for t, state, scope in seen if state == "firing"]
+    assert fired and fired[0][1] == {"channel": "chat"}
+    assert live < fired[0][0] < live + HOUR
+    assert all(t > live for t, _ in fired)  # no page on the flat hours before
+
+
+def test_a_rule_whose_metric_has_no_answers_tests_nothing_and_raises_nothing() -> None:
+    nps = DropRule.model_validate({"name": "nps-seq", "metric": "nps", "test": "sequential"})
+    for days in (0.2, 20):  # young and grown-up layouts
+        engine = Engine(CONFIG)
+        engine.ingest(stream("chat", T0, T0 + int(days * DAY), 10, 0.85, seed=16))
+        assert engine.watermark is not None
+        detector = Detector(DetectionConfig(drops=(nps, seq_rule())))
+        changes = detector.evaluate(engine, engine.watermark)
+        assert [c for c in changes if c.alert.rule == "nps-seq"] == []
+
+
+def test_the_pooled_weight_follows_how_much_the_hours_differ() -> None:
+    from streams.detection.sequential import pooled_weight
+    rng = np.random.default_rng(19)
+    n = np.full(24, 2000.0)
+    hours = np.arange(24)
+    cases = {"flat": np.full(24, 0.80),
+             "cyclic": 0.80 + 0.05 * np.sin(2 * np.pi * hours / 24)}
+    weights = {}
+    for name, p in cases.items():
+        top = rng.binomial(n.astype(int), p).astype(float)
+        by_cls = np.zeros((24, 1, 5))
+        by_cls[:, 0, 0], by_cls[:, 0, 3] = n, top  # n, top
+        weights[name] = float(pooled_weight(seq_rule(), by_cls, by_cls.sum(0))[0])
+    # sigma^2 / tau^2 with tau^2 = 0.05^2 / 2 (a sine's variance): 0.16 / 0.00125 = 128
+    assert 60 < weights["cyclic"] < 250
+    assert weights["flat"] > 1000  # pools (up to all 48,000 baseline answers)
+    one_hour = np.zeros((24, 1, 5))
+    one_hour[5, 0, 0], one_hour[5, 0, 3] = 300, 240  # a young baseline: one hour seen
+    assert pooled_weight(seq_rule(), one_hour, one_hour.sum(0))[0] == 21.0  # the floor
