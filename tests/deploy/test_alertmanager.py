@@ -50,6 +50,8 @@ def test_amtool_check_config() -> None:
       "cause": "no_events", "job": "touchstream"}, "platform-pager"),
     ({"alertname": "TouchstreamDeadLetterSurge", "owner": "platform", "severity": "warning",
       "job": "touchstream"}, "platform"),
+    ({"alertname": "TouchstreamDetectionFailing", "owner": "platform", "severity": "critical",
+      "job": "touchstream"}, "platform-pager"),
 ])
 def test_routes(labels: dict[str, str], receivers: str) -> None:
     tested = run([require("amtool", "prometheus-alertmanager"), "config", "routes", "test",

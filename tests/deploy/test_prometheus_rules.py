@@ -13,7 +13,7 @@ from touchstream_stack import PROMETHEUS_DIR, REPO, require, run
 RULES = sorted((PROMETHEUS_DIR / "rules").glob("*.yml"))
 UNIT_TESTS = sorted((PROMETHEUS_DIR / "tests").glob("*.yml"))
 SATISFACTION = {"TouchstreamSatisfactionDrop", "TouchstreamBelowTarget", "TouchstreamSlowDrift"}
-PIPELINE = {"TouchstreamPipelineStale", "TouchstreamDeadLetterSurge"}
+PIPELINE = {"TouchstreamPipelineStale", "TouchstreamDeadLetterSurge", "TouchstreamDetectionFailing"}
 
 
 def rules(kind: str) -> list[dict[str, Any]]:
