@@ -54,6 +54,7 @@ import math
 import weakref
 from collections.abc import Hashable
 from dataclasses import dataclass
+from typing import Final
 
 import numpy as np
 
@@ -72,6 +73,13 @@ DESTINATIONS: tuple[str, ...] = ("bottom", "middle")
 to the bottom category, or to the middle (neither top nor bottom). The grid's axis G is
 ``destination * len(shifts) + shift``. (``"rest"``, to the non-top answers in proportion,
 is the top-only Bernoulli the shares were tested with before issue 17's grid.)"""
+
+
+MIN_CATEGORY: Final = 200
+"""Baseline answers a share's bottom and middle each need for the destination grid; a
+thinner series tests the top-only Bernoulli (``"rest"``) in the bottom's place: where
+those shares rest on a few dozen answers, the plug-in LLR of a drop into them pages on
+their noise (the 30-answers-an-hour null run paged 1.8 times a series per 30 days)."""
 
 
 def destinations(rule: DropRule) -> int:
@@ -331,7 +339,7 @@ def _jensen(var: FloatArray | float, r0: FloatArray, g: FloatArray) -> FloatArra
 
 
 def _to_shares(shifts: FloatArray, sigma: FloatArray, p0: FloatArray, q0: FloatArray,
-               var: FloatArray | float = 0.0
+               var: FloatArray | float = 0.0, dests: tuple[str, ...] | None = None
                ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
     """A share's grid (shifts x destinations on the last axis) for top share ``p0`` and
     bottom share ``q0`` (broadcast with ``sigma`` to the series axis): coefficients
@@ -354,7 +362,7 @@ def _to_shares(shifts: FloatArray, sigma: FloatArray, p0: FloatArray, q0: FloatA
     lt = np.log((p0 - f) / p0)
     zero = np.zeros_like(lt)
     parts = []
-    for to in DESTINATIONS:
+    for to in dests or DESTINATIONS:
         r0 = q0 if to == "bottom" else m0 if to == "middle" else 1.0 - p0
         lr = np.log((r0 + f) / r0)
         bias = _jensen(var, p0, -f) + _jensen(var, r0, f)
@@ -397,21 +405,32 @@ def _baseline(rule: DropRule, base: FloatArray, base_cls: np.ndarray, n_cls: int
             q0 = np.clip((by_cls[..., _BOTTOM] + kappa * q_pool) / weight,
                          0.005, 0.995)[..., None]
             sigma = np.sqrt(p_pool * (1 - p_pool))
-            a, c, d, _ = _to_shares(shifts, sigma[:, None], p0, q0,
-                                    (n_c / weight**2)[..., None])
+            # the hour's estimate: its own answers and kappa of the pooled ones'
+            var = ((n_c + kappa**2 / np.maximum(base_n, 1.0)) / weight**2)[..., None]
+            a, c, d, _ = _to_shares(shifts, sigma[:, None], p0, q0, var)
             a = a + zeros
             # the threshold's scale: KL at the pooled shares (a Bernoulli: ~ shifts)
-            _, _, _, kl = _to_shares(shifts, sigma[:, None],
-                                     np.clip(p_pool, 0.005, 0.995)[:, None],
-                                     np.clip(q_pool, 0.005, 0.995)[:, None])
+            pooled_p = np.clip(p_pool, 0.005, 0.995)[:, None]
+            pooled_q = np.clip(q_pool, 0.005, 0.995)[:, None]
+            _, _, _, kl = _to_shares(shifts, sigma[:, None], pooled_p, pooled_q)
             delta = np.sqrt(2.0 * np.maximum(kl, 0.0))
-            # No middle answer in the baseline (a share whose bottom is its complement
-            # there): to the middle is not a drop seen before; to the bottom is the
-            # Bernoulli. Not tested, not counted in the threshold's Bonferroni factor.
-            empty = pooled[:, _N] - pooled[:, _TOP] - pooled[:, _BOTTOM] <= 0
-            for j, to in enumerate(DESTINATIONS):
-                if to == "middle":
-                    live[:, j * len(shifts):(j + 1) * len(shifts)] = ~empty[:, None]
+            # A bottom or a middle with few baseline answers (none: a share whose bottom
+            # is its complement): the top-only Bernoulli in the bottom's place, and no
+            # middle hypotheses (not tested, not counted in the Bonferroni factor).
+            middle = pooled[:, _N] - pooled[:, _TOP] - pooled[:, _BOTTOM]
+            thin = (pooled[:, _BOTTOM] < MIN_CATEGORY) | (middle < MIN_CATEGORY)
+            if thin.any() and DESTINATIONS == ("bottom", "middle"):
+                g0 = len(shifts)
+                ra, rc, rd, _ = _to_shares(shifts, sigma[:, None], p0, q0, var, ("rest",))
+                _, _, _, rkl = _to_shares(shifts, sigma[:, None], pooled_p, pooled_q,
+                                          dests=("rest",))
+                bottom = DESTINATIONS.index("bottom") * g0
+                a[:, thin, bottom:bottom + g0] = ra[:, thin]
+                c[:, thin, bottom:bottom + g0] = rc[:, thin]
+                d[:, thin, bottom:bottom + g0] = rd[:, thin]
+                delta[thin, bottom:bottom + g0] = np.sqrt(2.0 * np.maximum(rkl[thin], 0.0))
+                mid = DESTINATIONS.index("middle") * g0
+                live[thin, mid:mid + g0] = False
         elif rule.metric == "nps":
             pp_pool = (pooled[:, _TOP] + 0.5) / (base_n + 1.0)
             pd_pool = (pooled[:, _BOTTOM] + 0.5) / (base_n + 1.0)

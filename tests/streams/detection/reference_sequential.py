@@ -12,6 +12,7 @@ import numpy as np
 from streams.detection.rules import SHARES, DropRule
 from streams.detection.sequential import (
     HOUR,
+    MIN_CATEGORY,
     MINUTE,
     Buckets,
     Layout,
@@ -79,7 +80,7 @@ def reference_scan(engine: Engine, rule: DropRule, now: int, sids: list[int],
             # to the bottom: top and bottom answers; to the middle: top and middle ones
             # (middle = n - top - bottom)
             # less each category's plug-in bias (Jensen: log((r0 + g) / r0) is convex)
-            var = (n_c / weight**2)[..., None]
+            var = ((n_c + kappa**2 / np.maximum(base_n, 1.0)) / weight**2)[..., None]
             jt = 0.5 * var * (1 - p0) * (1 - (p0 / p1) ** 2)
             jb = 0.5 * var * (1 - q0) * (1 - (q0 / q1) ** 2)
             jm = 0.5 * var * (1 - m0) * (1 - (m0 / m1) ** 2)
@@ -95,7 +96,17 @@ def reference_scan(engine: Engine, rule: DropRule, now: int, sids: list[int],
             kl_top = -pp * np.log((pp - ff) / pp)
             delta[:, :g0] = np.sqrt(2 * (kl_top - qq * np.log((qq + ff) / qq)))
             delta[:, g0:] = np.sqrt(2 * (kl_top - mm * np.log((mm + ff) / mm)))
-            live[:, g0:] = (base_n - pooled[:, _TOP] - pooled[:, _BOTTOM] > 0)[:, None]
+            # (added later) a thin bottom or middle: the top-only Bernoulli instead
+            middle = base_n - pooled[:, _TOP] - pooled[:, _BOTTOM]
+            thin = (pooled[:, _BOTTOM] < MIN_CATEGORY) | (middle < MIN_CATEGORY)
+            r0, r1 = 1 - p0, 1 - p1
+            jr = 0.5 * var * (1 - r0) * (1 - (r0 / r1) ** 2)
+            a[:, thin, :g0] = (np.log(r1 / r0) - (jt + jr))[:, thin]
+            c[:, thin, :g0] = (np.log(p1 / p0) - np.log(r1 / r0))[:, thin]
+            d[:, thin, :g0] = 0.0
+            kl_rest = kl_top - (1 - pp) * np.log((1 - pp + ff) / (1 - pp))
+            delta[thin, :g0] = np.sqrt(2 * kl_rest)[thin]
+            live[:, g0:] = ~thin[:, None]
         elif rule.metric == "nps":
             pp_pool = (pooled[:, _TOP] + 0.5) / (base_n + 1.0)
             pd_pool = (pooled[:, _BOTTOM] + 0.5) / (base_n + 1.0)

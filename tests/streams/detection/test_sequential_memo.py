@@ -176,7 +176,7 @@ def test_the_detector_pages_as_with_the_plain_scan(monkeypatch: pytest.MonkeyPat
         for m in range(start):
             feed.minute(m)
         out = []
-        for m in range(start, start + 10 * 60):  # the page resolves 7 h after the drop
+        for m in range(start, start + 16 * 60):  # the page resolves hours after the drop
             now = feed.minute(m, drop=start + 60 <= m < start + 200)
             if detector.due(now, 60):
                 for c in detector.evaluate(feed.engine, now):
