@@ -20,8 +20,9 @@ restart and a replay compute the same value, with no state of its own):
   bottom, the top share p0 against p0 - delta with delta moved to the bottom (q0 + delta)
   or to the middle (neither top nor bottom; m0 + delta), the other category unchanged;
   the shares shrunk to the pooled ones per hour and kept off 0 (a baseline with no
-  bottom or middle answers), and the middle hypotheses dropped for a series whose
-  baseline has no middle answer (there, to the bottom is the top-only Bernoulli);
+  bottom or middle answers); a series whose baseline has fewer than ``MIN_CATEGORY``
+  answers in the bottom or the middle tests the top-only Bernoulli instead (no middle
+  hypotheses);
   each less the upward bias a noisy baseline share gives the plug-in LLR at second
   order (``_jensen``: the ``1 + Q/n`` factor below is exact to first order only).
   Categorical for NPS (delta / 2 of the answers moved from promoters to detractors),
