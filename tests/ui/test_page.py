@@ -3,6 +3,7 @@ a real browser against a real ``touchstream serve`` process with a planted drop.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -518,19 +519,16 @@ async def test_the_page_in_chromium_shows_scores_and_the_planted_alert_live(
     assert time.monotonic() - started < 60
 
 
-@pytest.mark.integration
-async def test_the_page_says_when_no_series_is_watched_by_a_sequential_rule(
-        chromium_path: str, tmp_path: Path) -> None:
-    """Drop rules that all use the window test: the detection panel says so and how to
-    change it, rather than showing an empty box."""
-    window_only = DetectionConfig(drops=(DropRule(name="csat-drop-1h", metric="csat"),))
-    service = Service(tmp_path, detection=window_only)
+@contextlib.asynccontextmanager
+async def detection_panel(service: Service, chromium_path: str, tmp_path: Path
+                          ) -> AsyncIterator[tuple[dict[str, Any], Page, str]]:
+    """Start ``service`` with no answers; yield ``GET /v1/detection``'s body, the signed-in
+    page and the detection panel's message; stop the service."""
     try:
         service.start()
         with httpx.Client(base_url=service.url,
                           headers={"Authorization": f"Bearer {READ}"}) as c:
             body = c.get("/v1/detection").json()
-        assert body["items"] == [] and body["sequential_rules"] == []
         async with chromium(chromium_path, tmp_path / "profile",
                             tmp_path / "chromium.log") as page:
             await page.send("Page.enable")
@@ -538,14 +536,26 @@ async def test_the_page_says_when_no_series_is_watched_by_a_sequential_rule(
             message = await page.wait_for(
                 "document.getElementById('detection-none')?.textContent",
                 "the detection panel's message")
-            assert "No series is watched by a sequential rule" in message
-            assert "window test" in message
-            panel = await text_of(page, "#detection-body")
-            assert '"test": "sequential"' in panel and "TOUCHSTREAM_DETECTION_CONFIG" in panel
-            assert await page.evaluate(
-                "document.querySelectorAll('#detection-body table').length") == 0
+            yield body, page, message
     finally:
         service.stop()
+
+
+@pytest.mark.integration
+async def test_the_page_says_when_no_series_is_watched_by_a_sequential_rule(
+        chromium_path: str, tmp_path: Path) -> None:
+    """Drop rules that all use the window test: the detection panel says so and how to
+    change it, rather than showing an empty box."""
+    window_only = DetectionConfig(drops=(DropRule(name="csat-drop-1h", metric="csat"),))
+    async with detection_panel(Service(tmp_path, detection=window_only), chromium_path,
+                               tmp_path) as (body, page, message):
+        assert body["items"] == [] and body["sequential_rules"] == []
+        assert "No series is watched by a sequential rule" in message
+        assert "window test" in message
+        panel = await text_of(page, "#detection-body")
+        assert '"test": "sequential"' in panel and "TOUCHSTREAM_DETECTION_CONFIG" in panel
+        assert await page.evaluate(
+            "document.querySelectorAll('#detection-body table').length") == 0
 
 
 @pytest.mark.integration
@@ -553,22 +563,9 @@ async def test_the_default_rules_are_sequential_and_say_when_nothing_is_watched_
         chromium_path: str, tmp_path: Path) -> None:
     """The built-in configuration: every drop rule is sequential; before any answer the
     panel names them and says they watch nothing yet."""
-    service = Service(tmp_path, default=True)
-    try:
-        service.start()
-        with httpx.Client(base_url=service.url,
-                          headers={"Authorization": f"Bearer {READ}"}) as c:
-            body = c.get("/v1/detection").json()
+    async with detection_panel(Service(tmp_path, default=True), chromium_path,
+                               tmp_path) as (body, _, message):
         assert body["items"] == []
         assert body["sequential_rules"] == ["csat-drop", "nps-drop", "ces-drop", "outcome-drop"]
-        async with chromium(chromium_path, tmp_path / "profile",
-                            tmp_path / "chromium.log") as page:
-            await page.send("Page.enable")
-            await sign_in(page, service.url)
-            message = await page.wait_for(
-                "document.getElementById('detection-none')?.textContent",
-                "the detection panel's message")
-            assert message.startswith("No series to show yet")
-            assert "csat-drop" in message and "outcome-drop" in message
-    finally:
-        service.stop()
+        assert message.startswith("No series to show yet")
+        assert "csat-drop" in message and "outcome-drop" in message
