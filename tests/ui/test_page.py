@@ -165,14 +165,18 @@ def test_the_page_files_are_package_data() -> None:
 # ---------------------------------------------------------------------- the real browser
 
 
-NOW = datetime.now(UTC).replace(microsecond=0, second=0, minute=0) - timedelta(hours=1)
-"""The start of the bad hour; it ends at most an hour before the wall clock."""
+def bad_hour_start() -> datetime:
+    """The start of the bad hour, taken when the test runs (not when the module is
+    collected, which can be many minutes earlier in a full run): the hour ends a minute
+    before the wall clock, so the page's trends (the last hour by the browser's clock)
+    always hold it, whatever the minute of the hour."""
+    return datetime.now(UTC).replace(microsecond=0, second=0) - timedelta(minutes=61)
 
 ARABIC, CYRILLIC = "مؤسسات", "Частные клиенты"
 PULSE_NAME = "تجربة الدردشة · chat pilot"
 
 
-def traffic() -> list[dict[str, Any]]:
+def traffic(start: datetime) -> list[dict[str, Any]]:
     """Three days of good CSAT in chat and phone (85% satisfied), then an hour with chat
     at 40%; NPS in the app and resolution in chat alongside; a few email answers (a
     small, uncertain sample); journeys of one and two channels. Ascending in time."""
@@ -186,9 +190,9 @@ def traffic() -> list[dict[str, Any]]:
                     "channel": channel, "segment": segment, "kind": kind, "value": value,
                     **extra})
 
-    minutes = [(NOW - timedelta(hours=h) + timedelta(minutes=3 * k), False)
+    minutes = [(start - timedelta(hours=h) + timedelta(minutes=3 * k), False)
                for h in range(72, 0, -1) for k in range(20)]
-    minutes += [(NOW + timedelta(seconds=30 * k), True) for k in range(120)]
+    minutes += [(start + timedelta(seconds=30 * k), True) for k in range(120)]
     for step, (at, bad) in enumerate(minutes):
         good = step % 20 < 17
         journey = {"journey_id": f"j-{step}", "journey_type": "technical_problem"}
@@ -204,9 +208,9 @@ def traffic() -> list[dict[str, Any]]:
     return out
 
 
-def later(count: int) -> list[dict[str, Any]]:
+def later(start: datetime, count: int) -> list[dict[str, Any]]:
     """``count`` more phone CSAT answers in the last minute of the bad hour."""
-    at = NOW + timedelta(seconds=3570)
+    at = start + timedelta(seconds=3570)
     return [{"event_id": f"ui-later-{i}", "occurred_at": at.isoformat(),
              "customer_id": f"c-later-{i}", "touchpoint": "phone_support", "channel": "phone",
              "segment": CYRILLIC, "kind": "csat", "value": 5} for i in range(count)]
@@ -334,14 +338,15 @@ async def test_the_page_in_chromium_shows_scores_and_the_planted_alert_live(
         service: Service, chromium_path: str, tmp_path: Path) -> None:
     started = time.monotonic()
     service.start()
+    bad = bad_hour_start()
     with httpx.Client(base_url=service.url, headers={"Authorization": f"Bearer {ADMIN}"}) as c:
         # A study counts the events that arrive while it runs: start it first.
         c.post("/v1/pulses", json={
             "pulse_id": "chat-pilot", "name": PULSE_NAME, "filter": {"channel": ["chat"]},
-            "start": NOW.isoformat(), "end": (NOW + timedelta(hours=3)).isoformat(),
-            "baseline_start": (NOW - timedelta(hours=72)).isoformat(),
-            "baseline_end": NOW.isoformat()}).raise_for_status()
-        service.post(traffic())
+            "start": bad.isoformat(), "end": (bad + timedelta(hours=3)).isoformat(),
+            "baseline_start": (bad - timedelta(hours=72)).isoformat(),
+            "baseline_end": bad.isoformat()}).raise_for_status()
+        service.post(traffic(bad))
         firing = c.get("/v1/alerts", params={"state": "firing"}).json()["items"]
         assert [(a["rule"], a["scope"]) for a in firing if a["rule"] == "csat-drop"] \
             == [("csat-drop", {"channel": "chat"})]
@@ -360,7 +365,7 @@ async def test_the_page_in_chromium_shows_scores_and_the_planted_alert_live(
         # flat history pulled this estimate 8 hours early).
         (chat,) = [i for i in ranked if i["scope"] == {"channel": "chat"}]
         start = datetime.fromisoformat(chat["change_start"])
-        assert NOW - timedelta(minutes=15) <= start <= NOW + timedelta(minutes=30), chat
+        assert bad - timedelta(minutes=15) <= start <= bad + timedelta(minutes=30), chat
         expected_n = c.get("/v1/scores", params={"window": "15m", "metric": "csat"}
                            ).json()["items"][0]["n"]
 
@@ -438,7 +443,7 @@ async def test_the_page_in_chromium_shows_scores_and_the_planted_alert_live(
         assert "below target" in badge  # chat's drop takes the overall 15 min under 80%
 
         # More answers arrive: the displayed n follows without a reload.
-        service.post(later(40))
+        service.post(later(bad, 40))
         await page.wait_for(f"Number({OVERALL_CSAT_N}) === {n_before + 40}",
                             "the overall n to include the new answers")
         await page.wait_for("!!document.querySelector('#overview-body [data-metric=\"csat\"] "
