@@ -648,16 +648,31 @@ def _cached_hours(engine: Engine, rule: DropRule, lay: Layout, ix: np.ndarray,
     return found
 
 
-def thresholds(shifts: FloatArray, answers: FloatArray) -> FloatArray:
+MAX_OVERSHOOT_SHIFT: Final = 2.5
+"""The per-check shift up to which Siegmund's overshoot term ``1.166 mu`` is used; checked
+by simulation: run lengths 1.0-1.25 times the target up to it, and 0.63 at 4.2 without
+the cap (4.0 with it: conservative where a page takes a minute or two anyway)."""
+
+
+def thresholds(shifts: FloatArray, answers: FloatArray, per_check: FloatArray | float = 1.0
+               ) -> FloatArray:
     """The CUSUM threshold for each per-answer shift (SDs) and in-control run length
-    (answers): Siegmund's ``(e^y - y - 1) / (delta^2 / 2) = ARL0``, ``h = y - 1.166 delta``
-    (shapes broadcast)."""
+    (answers), when the statistic can cross only every ``per_check`` answers (at least
+    one): Siegmund's approximation for a CUSUM of Gaussian observations of shift
+    ``mu = shift * sqrt(per_check)`` each, ``(e^y - y - 1) / (mu^2 / 2) = ARL0`` in
+    checks, ``h = y - 1.166 mu`` (shapes broadcast). The run length in checks times
+    ``mu^2`` is the one in answers times ``shift^2``, so only the overshoot term sees
+    the batching: a CUSUM looked at once a batch overshoots its threshold by more than
+    one looked at every answer, and pages less often at the same ``h``. Past a per-check
+    shift of ``MAX_OVERSHOOT_SHIFT`` the correction overshoots itself (a check alone then
+    decides), so it stops growing there (``benchmarks/check_thresholds.py``)."""
     target = np.maximum(answers * shifts**2 / 2.0, 1e-9)
     y = np.maximum(np.log1p(target), 0.5)
     for _ in range(30):  # Newton on the convex e^y - y - 1 - target
         y = y - (np.expm1(y) - y - target) / np.maximum(np.expm1(y), 1e-12)
         y = np.maximum(y, 1e-6)
-    out: FloatArray = np.maximum(y - 1.166 * shifts, 0.5)
+    mu = np.minimum(shifts * np.sqrt(np.maximum(per_check, 1.0)), MAX_OVERSHOOT_SHIFT)
+    out: FloatArray = np.maximum(y - 1.166 * mu, 0.5)
     return out
 
 
@@ -707,7 +722,9 @@ def decided(found: Scan, distinct: int, per_week: float) -> Decided:
     days = series_days(rule, distinct, per_week)
     count = np.maximum(found.live.sum(1), 1)
     answers = (days * DAY * found.volume * count)[:, None]
-    h = thresholds(np.maximum(found.delta, 1e-6), answers)  # (S, G)
+    # the statistic's segments start on minutes at the finest: a check every minute
+    per_check = (found.volume * MINUTE)[:, None]
+    h = thresholds(np.maximum(found.delta, 1e-6), answers, per_check)  # (S, G)
     ratio = np.where(found.live, found.stat / h, -np.inf)
     return Decided(found, h, ratio.argmax(1), days)
 
