@@ -22,6 +22,9 @@
   const SMALL_N = 30;         // fewer answers than this: drawn as uncertain (dashed)
   const RECENT_SHOWN = 10;    // pending and resolved alerts listed
   const DETECTION_SHOWN = 10; // series listed in the detection panel, closest to paging
+  const DESTINATION_TEXT = {  // shares: where the top's lost answers went (GET /v1/detection)
+    bottom: 'to the lowest answers', middle: 'to the middle answers', rest: 'from the top',
+  };
   const query = new URLSearchParams(location.search);
   const EVERY_MS = Math.max(1, Number(query.get('every')) || 5) * 1000;
   const SVG_NS = 'http://www.w3.org/2000/svg';
@@ -708,6 +711,8 @@
           evidenceBar(it)),
         h('td', {},
           h('span', { class: 'shift', text: it.shift > 0 ? fmtDiff(unit, -it.shift) : '–' }),
+          it.shift > 0 && DESTINATION_TEXT[it.destination]
+            ? h('span', { class: 'destination muted small', text: ` ${DESTINATION_TEXT[it.destination]}` }) : null,
           h('span', { class: 'muted small', text: it.change_start
             ? ` since ${fmtTime(it.change_start)} (${nf.format(Math.round(it.change_n))} answers)` : '' })),
         h('td', { class: 'decision', text: decisionText(it) }));

@@ -208,7 +208,8 @@ class Detector:
                 "sequential_llr", c.window_n, c.window_score, wspan.start, wspan.end,
                 c.baseline_n, c.baseline_score, bspan.start, bspan.end, c.effect,
                 c.statistic, c.dof, c.p, llr=seq.llr, threshold=seq.threshold,
-                shift=seq.shift, change_start=seq.change_start, change_n=seq.change_n,
+                shift=seq.shift, destination=seq.destination,
+                change_start=seq.change_start, change_n=seq.change_n,
                 false_page_days=seq.false_page_days,
                 decision_hours=sequential.time_to_decision(seq)))
         self._attribute(engine, rule, now, window, base, out)
@@ -420,7 +421,8 @@ def detection_state(engine: Engine, config: DetectionConfig, now: int | None = N
             row |= {
                 "tested": True, "holds": seq.holds, "llr": seq.llr,
                 "threshold": seq.threshold, "evidence": seq.llr / seq.threshold,
-                "shift": seq.shift, "change_start": iso(seq.change_start),
+                "shift": seq.shift, "destination": seq.destination,
+                "change_start": iso(seq.change_start),
                 "change_n": seq.change_n, "baseline_n": seq.baseline_n,
                 "per_hour": seq.per_hour, "false_page_days": seq.false_page_days,
                 "decision_hours": None if hours is None or math.isinf(hours) else hours,

@@ -228,6 +228,10 @@ class Sequential:
     """The series' answers per hour (baseline or horizon, the larger)."""
     false_page_days: float
     """The per-series false-alarm period the threshold is set for."""
+    destination: str | None = None
+    """Shares: where the hypothesis behind ``llr`` sends the top's lost answers:
+    ``"bottom"``, ``"middle"``, or ``"rest"`` (the top-only test of a series whose
+    baseline is too thin for the grid, ``MIN_CATEGORY``); None for NPS and means."""
 
     @property
     def holds(self) -> bool:
@@ -705,12 +709,26 @@ class Decided:
         if not found.tested[i]:
             return None
         g = int(self.pick[i])
-        shift = float(found.rule.shifts[g % len(found.rule.shifts)])  # the top's drop
+        g0 = len(found.rule.shifts)
+        shift = float(found.rule.shifts[g % g0])  # the top's drop
         return Sequential(
             float(found.stat[i, g]), float(self.threshold[i, g]),
             shift * float(found.sigma[i]), int(found.start[i, g]),
             int(found.seg_n[i, g]), int(found.base_n[i]), float(found.volume[i]) * HOUR,
-            self.days)
+            self.days, destination_of(found, i, g))
+
+
+def destination_of(found: Scan, i: int, g: int) -> str | None:
+    """Where hypothesis ``g`` of series ``i`` sends the top share's lost answers."""
+    if found.rule.metric not in SHARES:
+        return None
+    g0 = len(found.rule.shifts)
+    to = DESTINATIONS[g // g0]
+    if to == "bottom" and "middle" in DESTINATIONS:
+        mid = DESTINATIONS.index("middle") * g0
+        if not found.live[i, mid:mid + g0].any():  # thin: the top-only test in its place
+            return "rest"
+    return to
 
 
 def decided(found: Scan, distinct: int, per_week: float) -> Decided:

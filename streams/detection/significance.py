@@ -141,6 +141,9 @@ class Evidence:
     """Sequential drops: where ``llr`` pages (from the false-alarm budget)."""
     shift: float | None = None
     """Sequential drops: the drop size behind ``llr``, in the metric's units."""
+    destination: str | None = None
+    """Sequential drops of shares: where the lost top answers went in the hypothesis
+    behind ``llr`` (``bottom``, ``middle``; ``rest``: the top-only test)."""
     change_start: int | None = None
     """Sequential drops: where the evidence starts (the change's estimated start)."""
     change_n: int | None = None

@@ -74,6 +74,8 @@ async def test_each_series_shows_its_evidence_and_time_to_decision(
     assert chat["tested"] and chat["holds"] and chat["evidence"] >= 1.0
     assert chat["llr"] >= chat["threshold"] > 0 and chat["decision_hours"] == 0.0
     assert chat["shift"] > 0 and chat["change_n"] > 0 and 900 <= chat["baseline_n"] <= 960
+    # answered 5 or 2 only: no middle to test a destination against, the top-only test
+    assert chat["destination"] == "rest"
     change = datetime.fromisoformat(chat["change_start"])
     assert abs(change - NOW) <= timedelta(minutes=30)
     assert chat["per_hour"] > 10 and chat["false_page_days"] >= 30

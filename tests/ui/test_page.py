@@ -433,6 +433,9 @@ async def test_the_page_in_chromium_shows_scores_and_the_planted_alert_live(
                 assert row["text"] == f"{evidence[row['scope']]:.2f}", row
                 assert row["bar"].startswith(f"evidence {row['text']} of 1.00"), row
         assert "pages now" in shown[0]["decision"]
+        # chat's baseline has answers 5 and 2 only: the top-only test, said as such
+        destination = await text_of(page, DETECTION_ROW.format(0) + " .destination")
+        assert destination.strip() == "from the top", destination
         (arabic,) = [r for r in shown if r["scope"] == f"segment={ARABIC}"]
         assert ARABIC in arabic["name"]
         email = [r for r in shown if r["scope"] == "channel=email"]

@@ -278,3 +278,28 @@ def test_the_pooled_weight_follows_how_much_the_hours_differ() -> None:
     one_hour = np.zeros((24, 1, 5))
     one_hour[5, 0, 0], one_hour[5, 0, 3] = 300, 240  # a young baseline: one hour seen
     assert pooled_weight(seq_rule(), one_hour, one_hour.sum(0))[0] == 21.0  # the floor
+
+
+def three_way(channel: str, start: int, end: int, per_hour: float,
+              shares: tuple[float, float, float], seed: int) -> list[TouchpointEvent]:
+    """CSAT answers 5, 3 and 1 (top, middle, bottom) in ``shares``, at random times."""
+    rng = np.random.default_rng(seed)
+    times = np.sort(rng.uniform(start, end, rng.poisson(per_hour * (end - start) / HOUR)))
+    values = rng.choice([5, 3, 1], size=len(times), p=shares)
+    return [Csat(event_id=f"{channel}-{seed}-{i}", occurred_at=datetime.fromtimestamp(t, UTC),
+                 customer_id="c", touchpoint="contact", channel=channel, value=int(v))
+            for i, (t, v) in enumerate(zip(times.tolist(), values.tolist(), strict=True))]
+
+
+@pytest.mark.parametrize(("after", "where"), [((0.65, 0.10, 0.25), "bottom"),
+                                              ((0.65, 0.25, 0.10), "middle")])
+def test_the_evidence_says_where_the_lost_answers_went(
+        after: tuple[float, float, float], where: str) -> None:
+    live = T0 + 8 * DAY
+    events = three_way("chat", T0, live, 200, (0.80, 0.10, 0.10), seed=21)
+    events += three_way("chat", live, live + 3 * HOUR, 200, after, seed=22)
+    _, detector, seen = run(events, seq_rule(), live)
+    assert any(state == "firing" for _, state, _ in seen)
+    (alert,) = detector.alerts.active.values()  # on the overall scope: chat is its copy
+    assert alert.evidence is not None and alert.evidence.destination == where
+    assert alert.evidence.to_dict()["destination"] == where
