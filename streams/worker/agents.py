@@ -659,11 +659,16 @@ class ScoresPublisher:
         Only the group leader evaluates, so one change is published once; API replicas
         and the next leader read the alert book back from the topic
         (``streams.worker.alerts``).
+
+        The evaluation runs in a thread: its first of an hour takes hundreds of ms at a
+        thousand series, mostly in numpy (which lets the loop run meanwhile), and must
+        not stall this worker's partitions. The merged engine does not change meanwhile
+        (only this publisher, under its lock, brings it up to date).
         """
         watermark = engine.watermark
         if watermark is None or not self.detector.due(watermark, DETECT_EVERY):
             return
-        changes = self.detector.evaluate(engine, watermark)
+        changes = await asyncio.to_thread(self.detector.evaluate, engine, watermark)
         topic = self.settings.topic_alerts
         futures = [await self.output.enqueue(topic, c.alert.id.encode(),
                                              orjson.dumps(c.record()), None)
