@@ -52,6 +52,7 @@ are about 0.13 SD per answer, like the 5-point CSAT drop).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import math
 import os
 import sys
@@ -402,13 +403,9 @@ def cells(metrics: list[str]) -> Iterator[tuple[str, float]]:
             yield "ces", 0.2
 
 
-def timing(n_series: int, evaluations: int, seed: int) -> tuple[float, float]:
-    """CPU milliseconds per ``evaluate`` of the current and the sequential CSAT drop rule over
-    ``n_series`` series (30 channels x segments, 14 days of hourly and 3 hours of minute
-    buckets, every series answering), the first evaluation of an hour (nothing memoized)
-    and the next ones (median), for the sequential rule also with the plain scan as first
-    written (no memo: every bucket summed and every segment computed at each evaluation,
-    ``tests/streams/detection/reference_sequential.py``), the before figure."""
+def timing_engine(n_series: int, seed: int) -> tuple[Engine, int]:
+    """An engine of ``n_series`` CSAT series (30 channels x segments, 14 days of hourly
+    and 3 hours of minute buckets, every series answering) and its watermark."""
     rng = np.random.default_rng(seed)
     series = SeriesRegistry()
     series.id(((), (), "csat"))
@@ -431,6 +428,54 @@ def timing(n_series: int, evaluations: int, seed: int) -> tuple[float, float]:
         table.add(ids, vectors(metric, rng.poisson(0.05 * metric.base, (len(ids), 5))))
         engine.set_bucket("60s", m, table)
     engine.set_merged(watermark=now, folded={}, counters={}, pulses={}, journeys=[])
+    return engine, now
+
+
+def loop_stall(n_series: int, seed: int) -> tuple[float, float]:
+    """The event loop's longest pause (ms) while the first sequential evaluation of an
+    hour runs, called inline and, as the worker's leader runs it, in a thread
+    (``asyncio.to_thread``): a task that sleeps 1 ms at a time measures its gaps."""
+    out = []
+    for threaded in (False, True):
+        engine, now = timing_engine(n_series, seed)
+        detector = Detector(make_rule("sequential", "csat"))
+
+        async def measure(detector: Detector = detector, engine: Engine = engine,
+                          now: int = now, threaded: bool = threaded) -> float:
+            gaps: list[float] = []
+            done = asyncio.Event()
+
+            async def ticker() -> None:
+                last = time.perf_counter()
+                while not done.is_set():
+                    await asyncio.sleep(0.001)
+                    gaps.append(time.perf_counter() - last)
+                    last = time.perf_counter()
+
+            task = asyncio.create_task(ticker())
+            await asyncio.sleep(0.01)
+            if threaded:
+                await asyncio.to_thread(detector.evaluate, engine, now)
+            else:
+                detector.evaluate(engine, now)
+            await asyncio.sleep(0.01)
+            done.set()
+            await task
+            return max(gaps) * 1e3
+
+        out.append(asyncio.run(measure()))
+    print(f"the event loop's longest pause during the first evaluation of an hour at "
+          f"{n_series:,} series: inline {out[0]:.0f} ms, in a thread {out[1]:.0f} ms")
+    return out[0], out[1]
+
+
+def timing(n_series: int, evaluations: int, seed: int) -> tuple[float, float]:
+    """CPU milliseconds per ``evaluate`` of the current and the sequential CSAT drop rule over
+    ``timing_engine``'s series, the first evaluation of an hour (nothing memoized)
+    and the next ones (median), for the sequential rule also with the plain scan as first
+    written (no memo: every bucket summed and every segment computed at each evaluation,
+    ``tests/streams/detection/reference_sequential.py``), the before figure."""
+    engine, now = timing_engine(n_series, seed)
     out = []
     for det in ("current", "sequential", "plain"):
         detector = Detector(make_rule("current" if det == "current" else "sequential",
@@ -454,7 +499,7 @@ def timing(n_series: int, evaluations: int, seed: int) -> tuple[float, float]:
         finally:
             if det == "plain":
                 sequential.scan = saved
-    print(f"evaluate() with {len(series):,} series: current {out[0][1] * 1e3:.1f} ms; "
+    print(f"evaluate() with {len(engine.series):,} series: current {out[0][1] * 1e3:.1f} ms; "
           f"sequential {out[1][1] * 1e3:.1f} ms ({out[1][0] * 1e3:.1f} ms at the first "
           f"evaluation of an hour); sequential with the plain scan as first written "
           f"{out[2][1] * 1e3:.1f} ms ({out[2][0] * 1e3:.1f} ms) (CPU time, median)")
@@ -495,6 +540,7 @@ def main() -> None:
     detectors = ["current", "sequential"] if args.detector == "both" else [args.detector]
     if args.timing_series:
         timing(args.timing_series, 3 if args.quick else 10, args.seed)
+        loop_stall(args.timing_series, args.seed)
     selected = [(m, d) for m, d in cells(metrics) if not args.quick or d == 0.10]
 
     history_min = args.history_hours * 60

@@ -81,7 +81,15 @@ def test_bench_detection() -> None:
     out = run("bench_detection.py", "--quick")
     figure(out, r"^bench_detection: \d+ runs in \d+ s; " + NUMBER + " ms per evaluation")
     figure(out, r"^evaluate\(\) with [\d,]+ series: current " + NUMBER + " ms")
+    figure(out, r"^the event loop's longest pause .* inline " + NUMBER + " ms, in a thread "
+           + NUMBER + " ms")
     for detector in ("current", "sequential"):
         figure(out, r"^\s+1,000\s+csat -10 pt\s+" + NUMBER + r" min.*")
         found = re.search(rf"^\s*{detector}\s+1,000/h\s+flat:\s+{NUMBER} \[", out, re.MULTILINE)
         assert found, f"no false-alarm line for {detector} in:\n{out}"
+
+
+def test_check_thresholds() -> None:
+    out = run("check_thresholds.py", "--checks", "300", "--chains", "200", "--arl", "500")
+    figure(out, r"^\s+167 answers a check: per-check shift \[" + NUMBER)
+    figure(out, r"^\s+run length / target \[.*\]; the grid pages as " + NUMBER + " shifts")
