@@ -623,15 +623,11 @@ class ScoresPublisher:
         assert reader is not None  # noqa: S101 - set by _start
         engine = reader.engine()
         offsets = reader.source_offsets()
-        # Scope by scope, letting batches in between: a round is CPU work on the
-        # processing worker's loop, and must not stall its partitions (window by window,
-        # a step took 100-300 ms). Only this publisher asks the reader for the engine,
-        # so it does not change meanwhile.
-        records: dict[bytes, bytes] = {}
-        for family, window in sc.windows(engine):
-            for scope in self.config.scopes:
-                records.update(sc.scope_records(engine, family, window, scope))
-                await asyncio.sleep(0)
+        # In a thread: a round is CPU work in the processing worker's process, and must
+        # not stall its partitions' loop (window by window, a step took 100-300 ms).
+        # Only this publisher asks the reader for the engine, under its lock, so the
+        # engine does not change meanwhile.
+        records = await asyncio.to_thread(self._records, engine)
         changes: list[tuple[bytes, bytes | None]] = [
             (k, v) for k, v in records.items() if self.published.get(k) != v]
         changes += [(k, None) for k in self.published if k not in records]
@@ -651,6 +647,14 @@ class ScoresPublisher:
         self.rounds += 1
         log.debug("published %d score changes (offsets %s)", len(changes), offsets)
         await self._alerts(engine)
+
+    def _records(self, engine: Engine) -> dict[bytes, bytes]:
+        """Every score record of the merged view, keyed as on the scores topic."""
+        records: dict[bytes, bytes] = {}
+        for family, window in sc.windows(engine):
+            for scope in self.config.scopes:
+                records.update(sc.scope_records(engine, family, window, scope))
+        return records
 
     async def _alerts(self, engine: Engine) -> None:
         """Evaluate the alert rules on the merged view; publish each state change with
