@@ -14,6 +14,7 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from streams.detection.baseline import DEFAULT_HARMONICS
 from streams.engine.config import CALENDAR_UNITS, DIMENSIONS, CalendarUnit, EngineConfig
 
 Severity = Literal["critical", "warning", "info"]
@@ -179,8 +180,10 @@ class DropRule(_AlertRule):
     over every bucket since the change, at any volume, for drops of ``shifts`` standard
     deviations, against the baseline's ``span`` before the last ``horizon`` (a younger
     history is split the same way after a first day), per hour of the day (``cycle``;
-    each hour shrunk toward the pooled baseline by a weight estimated from the hours'
-    spread, at least ``cycle_prior`` + 1 answers), with a threshold from the false-alarm
+    each hour shrunk toward a curve through the day — the pooled baseline, or
+    ``cycle_harmonics`` daily harmonics when the hours differ by more than noise — by a
+    weight estimated from the hours' spread about it, at least ``cycle_prior`` + 1
+    answers), with a threshold from the false-alarm
     budget: one false page per series per ``false_page_days`` at most, and
     ``DetectionConfig.false_pages_per_week`` across every distinct series; the window
     comparison is kept as the alert's readable evidence. A sequential rule holds no time
@@ -199,6 +202,7 @@ class DropRule(_AlertRule):
     shifts: tuple[Annotated[float, Field(gt=0, le=2)], ...] = DEFAULT_SHIFTS
     cycle: Literal["hour_of_day", "none"] = "hour_of_day"
     cycle_prior: Annotated[float, Field(ge=0)] = 20.0
+    cycle_harmonics: Annotated[int, Field(ge=0, le=6)] = DEFAULT_HARMONICS
 
     @model_validator(mode="before")
     @classmethod

@@ -59,6 +59,7 @@ from typing import Final
 
 import numpy as np
 
+from streams.detection.baseline import Curve, curve
 from streams.detection.rules import SHARES, DropRule
 from streams.detection.spans import copies, oldest
 from streams.engine.engine import Engine
@@ -312,13 +313,14 @@ class Hours:
     used: tuple[int, ...]  # the coefficient columns not all zero
     live: np.ndarray  # (S, G) bool
     delta: FloatArray  # (S, G)
-    eff: FloatArray  # (C, S) the baseline's effective answers per class
+    fit: Curve  # the baseline curve (each class's own weight ``own``, the curve's ``u``)
     sigma: FloatArray  # (S,)
     base_n: FloatArray  # (S,)
     llr: FloatArray  # (S, G, Kh) LLR of hours k..last
     n: FloatArray  # (S, Kh) answers in hours k..last
-    q: FloatArray  # (S, Kh) sum_h n_kh^2 / m_h over hours k..last
+    q: FloatArray  # (S, Kh) Q of hours k..last (``streams.detection.baseline``)
     cross: FloatArray  # (J, S, Kh) answers of hours k..last in minute class j / m_j
+    mz: FloatArray  # (S, Kh, p) M z of hours k..last: the curve's part of the cross term
     pooled: FloatArray  # (all series, 5) sums over baseline and monitored hours
     scratch: FloatArray  # (S, G, Kh) reused by each evaluation's statistic
 
@@ -328,7 +330,7 @@ class Coefficients:
     """A baseline's LLR per hypothesis of the grid, and what its threshold needs."""
 
     coef: FloatArray  # (C, S, G, 4) of n, sum, top, bottom
-    eff: FloatArray  # (C, S) effective baseline answers per class
+    fit: Curve  # the baseline curve: each class's own answers and the curve's share
     sigma: FloatArray  # (S,) SD of one answer, metric units
     base_n: FloatArray  # (S,)
     live: np.ndarray  # (S, G) bool: tested (a share's drop to an empty middle is not)
@@ -380,6 +382,34 @@ def _to_shares(shifts: FloatArray, sigma: FloatArray, p0: FloatArray, q0: FloatA
     return a, c, d, kl
 
 
+def _curve(rule: DropRule, by_cls: FloatArray, pooled: FloatArray) -> Curve:
+    """The baseline curve of ``rule``'s series (``streams.detection.baseline``), fitted
+    to the quantity that moves with a drop: the top share, NPS's net, the mean."""
+    n_c = by_cls[..., _N]
+    total = np.maximum(pooled[:, _N], 1.0)
+    if rule.metric in SHARES:
+        x_sums = by_cls[..., _TOP]
+        x = pooled[:, _TOP] / total
+        var = x * (1 - x)
+    elif rule.metric == "nps":
+        x_sums = by_cls[..., _TOP] - by_cls[..., _BOTTOM]
+        pp, pd = pooled[:, _TOP] / total, pooled[:, _BOTTOM] / total
+        var = pp + pd - (pp - pd) ** 2
+    else:
+        x_sums = by_cls[..., _SUM]
+        x = pooled[:, _SUM] / total
+        var = pooled[:, _SUMSQ] / total - x**2
+    harmonics = rule.cycle_harmonics if rule.cycle == "hour_of_day" else 0
+    return curve(n_c, x_sums, var, rule.cycle_prior + 1.0, harmonics)
+
+
+def pooled_weight(rule: DropRule, by_cls: FloatArray, pooled: FloatArray) -> FloatArray:
+    """(S,) the weight, in answers, of the baseline curve in each hour's estimate
+    (``streams.detection.baseline``: a flat series pools, a rhythm the curve does not
+    follow keeps its hours, never below ``cycle_prior + 1``)."""
+    return _curve(rule, by_cls, pooled).kappa
+
+
 def _baseline(rule: DropRule, base: FloatArray, base_cls: np.ndarray, n_cls: int
               ) -> Coefficients:
     """The LLR coefficients of the grid for each class of hour, from the baseline."""
@@ -387,12 +417,7 @@ def _baseline(rule: DropRule, base: FloatArray, base_cls: np.ndarray, n_cls: int
     by_cls = np.stack([base[base_cls == h].sum(0) for h in range(n_cls)])
     pooled = base.sum(0)  # (S, 5)
     base_n = pooled[:, _N]
-    kappa = pooled_weight(rule, by_cls, pooled)[None, :]  # (1, S)
-    n_c = by_cls[..., _N]  # (C, S)
-    # The hour's effective baseline answers; an hour the baseline has not seen is the
-    # pooled estimate at the least weight: the seen hours' spread says little about it.
-    eff = np.where(n_c > 0, n_c + kappa, rule.cycle_prior + 1.0)
-    weight = n_c + kappa  # what the hour's estimate divides by
+    fit = _curve(rule, by_cls, pooled)
     shifts = np.asarray(rule.shifts)  # (G0,)
     grid = len(shifts) * destinations(rule)
     live = np.ones((n_series, grid), dtype=bool)
@@ -401,17 +426,16 @@ def _baseline(rule: DropRule, base: FloatArray, base_cls: np.ndarray, n_cls: int
         # coefficients (C, S, G) of the LLR: llr = a*n + b*sum + c*top + d*bottom
         zeros = np.zeros((n_cls, n_series, grid))
         a, b, c, d = zeros.copy(), zeros.copy(), zeros.copy(), zeros.copy()
+        half = (0.5, 1.0)  # shares kept off 0 and 1 by half an answer
         if rule.metric in SHARES:
-            # top, bottom, middle: each class's shares shrunk toward the pooled ones, and
-            # kept off 0 and 1 (a baseline without bottom or middle answers)
+            # top, bottom, middle: each class's shares shrunk toward the curve, and kept
+            # off 0 and 1 (a baseline without bottom or middle answers)
             p_pool = (pooled[:, _TOP] + 0.5) / (base_n + 1.0)
             q_pool = (pooled[:, _BOTTOM] + 0.5) / (base_n + 1.0)
-            p0 = np.clip((by_cls[..., _TOP] + kappa * p_pool) / weight, 0.005, 0.995)[..., None]
-            q0 = np.clip((by_cls[..., _BOTTOM] + kappa * q_pool) / weight,
-                         0.005, 0.995)[..., None]
+            p0 = np.clip(fit.estimate(by_cls[..., _TOP], half), 0.005, 0.995)[..., None]
+            q0 = np.clip(fit.estimate(by_cls[..., _BOTTOM], half), 0.005, 0.995)[..., None]
             sigma = np.sqrt(p_pool * (1 - p_pool))
-            # the hour's estimate: its own answers and kappa of the pooled ones'
-            var = ((n_c + kappa**2 / np.maximum(base_n, 1.0)) / weight**2)[..., None]
+            var = fit.variance()[..., None]  # the hour's estimate's, per r0 (1 - r0)
             a, c, d, _ = _to_shares(shifts, sigma[:, None], p0, q0, var)
             a = a + zeros
             # the threshold's scale: KL at the pooled shares (a Bernoulli: ~ shifts)
@@ -439,9 +463,8 @@ def _baseline(rule: DropRule, base: FloatArray, base_cls: np.ndarray, n_cls: int
         elif rule.metric == "nps":
             pp_pool = (pooled[:, _TOP] + 0.5) / (base_n + 1.0)
             pd_pool = (pooled[:, _BOTTOM] + 0.5) / (base_n + 1.0)
-            pp0 = np.clip((by_cls[..., _TOP] + kappa * pp_pool) / weight, 0.005, 0.995)[..., None]
-            pd0 = np.clip((by_cls[..., _BOTTOM] + kappa * pd_pool) / weight,
-                          0.005, 0.995)[..., None]
+            pp0 = np.clip(fit.estimate(by_cls[..., _TOP], half), 0.005, 0.995)[..., None]
+            pd0 = np.clip(fit.estimate(by_cls[..., _BOTTOM], half), 0.005, 0.995)[..., None]
             sd = np.sqrt(np.maximum(pp_pool + pd_pool - (pp_pool - pd_pool) ** 2, 1e-4))
             sigma = 100.0 * sd
             f = np.minimum(shifts * sd[:, None] / 2.0, 0.9 * pp0)
@@ -451,54 +474,14 @@ def _baseline(rule: DropRule, base: FloatArray, base_cls: np.ndarray, n_cls: int
             mean_pool = pooled[:, _SUM] / np.maximum(base_n, 1.0)
             var = pooled[:, _SUMSQ] / np.maximum(base_n, 1.0) - mean_pool**2
             sigma = np.sqrt(np.maximum(var, 1e-4 * np.maximum(mean_pool**2, 1.0)))
-            mu0 = ((by_cls[..., _SUM] + kappa * mean_pool) / weight)[..., None]
+            mu0 = fit.estimate(by_cls[..., _SUM])[..., None]
             k = shifts / sigma[:, None]  # (S, G): delta/sigma^2 in the metric's units
             a = k * mu0 - (shifts**2 / 2.0)
             b = -k + zeros
     coef = np.nan_to_num(np.stack([a, b, c, d], -1), nan=0.0, posinf=0.0, neginf=0.0)
     coef[:, ~live] = 0.0
-    return Coefficients(coef, eff, np.asarray(sigma, dtype=np.float64), base_n, live,
+    return Coefficients(coef, fit, np.asarray(sigma, dtype=np.float64), base_n, live,
                         np.nan_to_num(delta, nan=0.0))
-
-
-def pooled_weight(rule: DropRule, by_cls: FloatArray, pooled: FloatArray) -> FloatArray:
-    """(S,) the weight, in answers, of the pooled baseline in each hour's estimate.
-
-    Empirical Bayes: with hour means spread by tau^2 around the pooled mean and one
-    answer's variance sigma^2, an hour's estimate from n_h answers is best shrunk with
-    ``sigma^2 / tau^2`` answers of the pooled mean, and is then worth ``n_h`` plus that
-    many answers (the ``eff`` of ``Q``). tau^2 is estimated by moments from the baseline
-    (``sum_h n_h (m_h - m)^2`` exceeds its ``(H - 1) sigma^2`` under no rhythm):
-    a flat series pools (up to all its baseline answers), a cyclic one keeps its hours,
-    never below ``cycle_prior + 1``, which is also the weight while fewer than 3 hours
-    of the day hold answers (no spread to estimate from). An hour the baseline has not
-    seen at all (a young history) is worth ``cycle_prior + 1`` answers whatever this
-    says (``_baseline``): the seen hours' spread is no evidence about it.
-    """
-    floor = rule.cycle_prior + 1.0
-    n_c = by_cls[..., _N]  # (C, S)
-    total = pooled[:, _N]
-    if by_cls.shape[0] == 1:
-        out: FloatArray = np.full(len(total), floor)
-        return out
-    with np.errstate(divide="ignore", invalid="ignore"):
-        if rule.metric in SHARES:
-            x_c, x = by_cls[..., _TOP] / n_c, pooled[:, _TOP] / total
-            var = x * (1 - x)
-        elif rule.metric == "nps":
-            x_c = (by_cls[..., _TOP] - by_cls[..., _BOTTOM]) / n_c
-            pp, pd = pooled[:, _TOP] / total, pooled[:, _BOTTOM] / total
-            x, var = pp - pd, pp + pd - (pp - pd) ** 2
-        else:
-            x_c, x = by_cls[..., _SUM] / n_c, pooled[:, _SUM] / total
-            var = pooled[:, _SUMSQ] / total - x**2
-        spread = np.where(n_c > 0, n_c * (x_c - x) ** 2, 0.0).sum(0)
-        seen = (n_c > 0).sum(0)
-        tau2 = (spread - (seen - 1) * var) / (total - (n_c**2).sum(0) / total)
-        weight = np.where(seen < 3, floor, np.where(tau2 > 0, var / tau2, np.inf))
-    out = np.clip(np.nan_to_num(weight, nan=floor, posinf=np.inf), floor,
-                  np.maximum(total, floor))
-    return out
 
 
 def _hours(engine: Engine, rule: DropRule, lay: Layout, ix: np.ndarray,
@@ -511,7 +494,8 @@ def _hours(engine: Engine, rule: DropRule, lay: Layout, ix: np.ndarray,
     base, hours = base_all[:, ix], hours_all[:, ix]  # (Kb, S, 5), (Kh, S, 5)
     base_cls = _classes(np.arange(lay.base_first, lay.base_last + 1), 1, cycle)
     found = _baseline(rule, base, base_cls, n_cls)
-    coef, eff = found.coef, found.eff
+    coef, fit = found.coef, found.fit
+    eff = fit.own
     used = tuple(j for j in range(4) if coef[..., j].any())
     hour_cls = _classes(np.arange(lay.hour_first, lay.hour_last + 1), 1, cycle)
     n = np.ascontiguousarray(hours[..., _N].T)  # (S, Kh)
@@ -519,19 +503,22 @@ def _hours(engine: Engine, rule: DropRule, lay: Layout, ix: np.ndarray,
     # the class's answers from A to A + n_k, so Q by ((A + n_k)^2 - A^2) / m_h. Hours k
     # and k + 24 share their class (hour_cls is the hour's id mod 24), so A + n_k, the
     # class's answers from k on, is a running sum over an (S, rows, period) reshape.
+    # The curve's part is z' M z with z summed over the segment's hours.
     period = 24 if cycle else 1
     n_series, kh = n.shape
     padded = np.concatenate([n, np.zeros((n_series, (-kh) % period))], 1)
     own = _suffix(padded.reshape(n_series, -1, period).transpose(0, 2, 1))
     own = own.transpose(0, 2, 1).reshape(n_series, -1)[:, :kh]  # class of k, from k on
-    q = _suffix((own**2 - (own - n) ** 2) / eff[hour_cls].T)
+    z = np.cumsum(fit.z(n, hour_cls)[:, ::-1], 1)[:, ::-1]  # (S, Kh, p)
+    mz = np.einsum("spq,skq->skp", fit.m, z)
+    q = _suffix((own**2 - (own - n) ** 2) / eff[hour_cls].T) + (z * mz).sum(-1)
     cross = np.stack([_suffix(np.where(hour_cls == h, n, 0.0)) / eff[h][:, None]
                       for h in minute_cls])
     pooled = base_all.sum(0) + hours_all.sum(0)
     llr = _llr(hours, coef, used, _runs(hour_cls))
-    return Hours(weakref.ref(engine), coef, used, found.live, found.delta, eff,
-                 found.sigma, found.base_n, llr, _suffix(n), q, cross, pooled,
-                 np.empty_like(llr))
+    return Hours(weakref.ref(engine), coef, used, found.live, found.delta, fit,
+                 found.sigma, found.base_n, llr, _suffix(n), q, cross,
+                 np.ascontiguousarray(mz), pooled, np.empty_like(llr))
 
 
 def _shrunk(llr: FloatArray, n: FloatArray, q: FloatArray,
@@ -582,10 +569,13 @@ def scan(engine: Engine, rule: DropRule, now: int, sids: list[int], buckets: Buc
     seg_n_m = _suffix(n_m)
     per_cls = [_suffix(np.where(slot == j, n_m, 0.0))
                for j in range(len(minute_cls))]  # R_j from k on
-    q_m = np.zeros_like(seg_n_m)
+    eff = hours.fit.own
+    z_m = np.cumsum(hours.fit.z(n_m, np.asarray(minute_cls)[slot])[:, ::-1], 1)[:, ::-1]
+    q_m = np.einsum("skp,spq,skq->sk", z_m, hours.fit.m, z_m)  # (S, Km) the curve's
     for j, r in enumerate(per_cls):
-        q_m += r**2 / hours.eff[minute_cls[j]][:, None]
-    cross = np.zeros_like(hours.q)
+        q_m += r**2 / eff[minute_cls[j]][:, None]
+    cross = hours.mz @ z_m[:, 0, :, None]  # (S, Kh, 1): z_hours' M z_minutes
+    cross = cross[..., 0]
     for j, r in enumerate(per_cls):
         cross += hours.cross[j] * r[:, :1]
     n_h = hours.n + seg_n_m[:, :1]

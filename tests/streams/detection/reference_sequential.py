@@ -17,8 +17,8 @@ from streams.detection.sequential import (
     Buckets,
     Layout,
     Scan,
+    _curve,
     layout,
-    pooled_weight,
 )
 from streams.detection.spans import copies
 from streams.engine.engine import Engine
@@ -54,10 +54,9 @@ def reference_scan(engine: Engine, rule: DropRule, now: int, sids: list[int],
     pooled = base.sum(0)  # (S, 5)
     mon_total = mon.sum(0)
     base_n = pooled[:, _N]
-    kappa = pooled_weight(rule, by_cls, pooled)[None, :]  # (added later) estimated
+    # (added later) each hour shrunk toward the baseline curve with an estimated weight
+    fit = _curve(rule, by_cls, pooled)
     n_c = by_cls[..., _N]  # (C, S)
-    eff = np.where(n_c > 0, n_c + kappa, rule.cycle_prior + 1.0)  # (added later)
-    weight = n_c + kappa
     shifts = np.asarray(rule.shifts)  # (G0,)
     g0 = len(shifts)
     grid = 2 * g0 if rule.metric in SHARES else g0  # shares: x (to bottom, to middle)
@@ -70,9 +69,8 @@ def reference_scan(engine: Engine, rule: DropRule, now: int, sids: list[int],
         if rule.metric in SHARES:
             p_pool = (pooled[:, _TOP] + 0.5) / (base_n + 1.0)
             q_pool = (pooled[:, _BOTTOM] + 0.5) / (base_n + 1.0)
-            p0 = np.clip((by_cls[..., _TOP] + kappa * p_pool) / weight, 0.005, 0.995)[..., None]
-            q0 = np.clip((by_cls[..., _BOTTOM] + kappa * q_pool) / weight,
-                         0.005, 0.995)[..., None]
+            p0 = np.clip(fit.estimate(by_cls[..., _TOP], (0.5, 1.0)), 0.005, 0.995)[..., None]
+            q0 = np.clip(fit.estimate(by_cls[..., _BOTTOM], (0.5, 1.0)), 0.005, 0.995)[..., None]
             m0 = np.clip(1 - p0 - q0, 0.005, 0.995)
             sigma = np.sqrt(p_pool * (1 - p_pool))
             p1 = np.maximum(p0 - shifts * sigma[:, None], 0.1 * p0)
@@ -80,7 +78,7 @@ def reference_scan(engine: Engine, rule: DropRule, now: int, sids: list[int],
             # to the bottom: top and bottom answers; to the middle: top and middle ones
             # (middle = n - top - bottom)
             # less each category's plug-in bias (Jensen: log((r0 + g) / r0) is convex)
-            var = ((n_c + kappa**2 / np.maximum(base_n, 1.0)) / weight**2)[..., None]
+            var = fit.variance()[..., None]
             jt = 0.5 * var * (1 - p0) * (1 - (p0 / p1) ** 2)
             jb = 0.5 * var * (1 - q0) * (1 - (q0 / q1) ** 2)
             jm = 0.5 * var * (1 - m0) * (1 - (m0 / m1) ** 2)
@@ -110,9 +108,8 @@ def reference_scan(engine: Engine, rule: DropRule, now: int, sids: list[int],
         elif rule.metric == "nps":
             pp_pool = (pooled[:, _TOP] + 0.5) / (base_n + 1.0)
             pd_pool = (pooled[:, _BOTTOM] + 0.5) / (base_n + 1.0)
-            pp0 = np.clip((by_cls[..., _TOP] + kappa * pp_pool) / weight, 0.005, 0.995)[..., None]
-            pd0 = np.clip((by_cls[..., _BOTTOM] + kappa * pd_pool) / weight,
-                          0.005, 0.995)[..., None]
+            pp0 = np.clip(fit.estimate(by_cls[..., _TOP], (0.5, 1.0)), 0.005, 0.995)[..., None]
+            pd0 = np.clip(fit.estimate(by_cls[..., _BOTTOM], (0.5, 1.0)), 0.005, 0.995)[..., None]
             sd = np.sqrt(np.maximum(pp_pool + pd_pool - (pp_pool - pd_pool) ** 2, 1e-4))
             sigma = 100.0 * sd
             f = np.minimum(shifts * sd[:, None] / 2.0, 0.9 * pp0)
@@ -122,7 +119,7 @@ def reference_scan(engine: Engine, rule: DropRule, now: int, sids: list[int],
             mean_pool = pooled[:, _SUM] / np.maximum(base_n, 1.0)
             var = pooled[:, _SUMSQ] / np.maximum(base_n, 1.0) - mean_pool**2
             sigma = np.sqrt(np.maximum(var, 1e-4 * np.maximum(mean_pool**2, 1.0)))
-            mu0 = ((by_cls[..., _SUM] + kappa * mean_pool) / weight)[..., None]
+            mu0 = fit.estimate(by_cls[..., _SUM])[..., None]
             k = shifts / sigma[:, None]  # (S, G): delta/sigma^2 in the metric's units
             a = k * mu0 - (shifts**2 / 2.0)
             b = -k + zeros
@@ -134,11 +131,13 @@ def reference_scan(engine: Engine, rule: DropRule, now: int, sids: list[int],
     llr = np.einsum("ksj,ksgj->skg", sums, coef[mon_cls], optimize=True)
     seg_llr = np.flip(np.cumsum(np.flip(llr, 1), 1), 1)  # (S, K, G) from bucket k to now
     seg_n = np.flip(np.cumsum(np.flip(n, 1), 1), 1)  # (S, K)
-    q = np.zeros_like(seg_n)
-    for h in range(n_cls):
-        here = np.where(mon_cls == h, n, 0.0)
-        if here.any():
-            q += np.flip(np.cumsum(np.flip(here, 1), 1), 1) ** 2 / eff[h][:, None]
+    # (changed with the baseline curve) Q = A' V A with the hours' full covariance
+    # V = diag(1 / own) + (u u') o (X M X'), A the segment's answers per class
+    counts = np.stack([np.where(mon_cls == h, n, 0.0) for h in range(n_cls)], -1)
+    per_cls = np.flip(np.cumsum(np.flip(counts, 1), 1), 1)  # (S, K, C) from k on
+    cov = np.einsum("cs,cp,spq,dq,ds->scd", fit.u, fit.x, fit.m, fit.x, fit.u)
+    cov = cov + np.einsum("cs,cd->scd", 1.0 / fit.own, np.eye(n_cls))
+    q = np.einsum("skc,scd,skd->sk", per_cls, cov, per_cls)
     with np.errstate(divide="ignore", invalid="ignore"):
         shrink = np.where(seg_n > 0, 1.0 / (1.0 + q / seg_n), 0.0)
     stat = seg_llr * shrink[..., None]  # (S, K, G)

@@ -259,25 +259,43 @@ def test_a_rule_whose_metric_has_no_answers_tests_nothing_and_raises_nothing() -
         assert [c for c in changes if c.alert.rule == "nps-seq"] == []
 
 
-def test_the_pooled_weight_follows_how_much_the_hours_differ() -> None:
-    from streams.detection.sequential import pooled_weight
+def test_the_curve_follows_a_smooth_rhythm_and_the_weight_what_it_misses() -> None:
+    from streams.detection.sequential import _curve
     rng = np.random.default_rng(19)
     n = np.full(24, 2000.0)
     hours = np.arange(24)
+    # a smooth rhythm, and one the daily harmonics do not follow (each hour its own)
     cases = {"flat": np.full(24, 0.80),
-             "cyclic": 0.80 + 0.05 * np.sin(2 * np.pi * hours / 24)}
-    weights = {}
+             "cyclic": 0.80 + 0.05 * np.sin(2 * np.pi * hours / 24),
+             "ragged": 0.80 + 0.05 * np.where(hours % 2 == 0, 1.0, -1.0)}
+    fits = {}
     for name, p in cases.items():
         top = rng.binomial(n.astype(int), p).astype(float)
         by_cls = np.zeros((24, 1, 5))
         by_cls[:, 0, 0], by_cls[:, 0, 3] = n, top  # n, top
-        weights[name] = float(pooled_weight(seq_rule(), by_cls, by_cls.sum(0))[0])
-    # sigma^2 / tau^2 with tau^2 = 0.05^2 / 2 (a sine's variance): 0.16 / 0.00125 = 128
-    assert 60 < weights["cyclic"] < 250
-    assert weights["flat"] > 1000  # pools (up to all 48,000 baseline answers)
+        fits[name] = fit = _curve(seq_rule(), by_cls, by_cls.sum(0))
+        estimate = fit.estimate(by_cls[..., 3])[:, 0]
+        if name != "ragged":  # each hour's estimate within noise of the truth
+            assert np.abs(estimate - p).max() < 4 * math.sqrt(0.16 / 2000)
+    assert not fits["flat"].harmonic[0] and fits["cyclic"].harmonic[0]
+    assert fits["flat"].kappa[0] > 1000  # pools (up to all 48,000 baseline answers)
+    assert fits["cyclic"].kappa[0] > 1000  # the sine is the curve: nothing left over
+    # sigma^2 / tau^2 with tau^2 = 0.05^2 (every hour 5 points off): 0.16 / 0.0025 = 64
+    assert 30 < fits["ragged"].kappa[0] < 130
     one_hour = np.zeros((24, 1, 5))
     one_hour[5, 0, 0], one_hour[5, 0, 3] = 300, 240  # a young baseline: one hour seen
-    assert pooled_weight(seq_rule(), one_hour, one_hour.sum(0))[0] == 21.0  # the floor
+    young = _curve(seq_rule(), one_hour, one_hour.sum(0))
+    assert young.kappa[0] == 21.0 and not young.harmonic[0]  # the floor, the pooled mean
+
+
+def test_a_flat_series_seldom_takes_the_harmonics() -> None:
+    from streams.detection.sequential import _curve
+    rng = np.random.default_rng(23)
+    by_cls = np.zeros((24, 400, 5))
+    by_cls[..., 0] = 500.0
+    by_cls[..., 3] = rng.binomial(500, 0.8, size=(24, 400))
+    taken = _curve(seq_rule(), by_cls, by_cls.sum(0)).harmonic.mean()
+    assert taken < 0.16  # a 10% test (400 series: ~40 expected)
 
 
 def three_way(channel: str, start: int, end: int, per_hour: float,
