@@ -56,7 +56,6 @@ def reference_scan(engine: Engine, rule: DropRule, now: int, sids: list[int],
     base_n = pooled[:, _N]
     # (added later) each hour shrunk toward the baseline curve with an estimated weight
     fit = _curve(rule, by_cls, pooled)
-    n_c = by_cls[..., _N]  # (C, S)
     shifts = np.asarray(rule.shifts)  # (G0,)
     g0 = len(shifts)
     grid = 2 * g0 if rule.metric in SHARES else g0  # shares: x (to bottom, to middle)
