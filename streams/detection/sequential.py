@@ -7,9 +7,11 @@ restart and a replay compute the same value, with no state of its own):
 * **Baseline**: the rule's ``baseline.span`` of hourly buckets before the last
   ``horizon`` (defaults: the 7 days before the last 7 days; while the history is
   younger than both, its first part, see ``layout``), per hour of the day (UTC)
-  when ``cycle`` is ``"hour_of_day"``: each hour's estimate is shrunk toward the pooled
-  one with a weight estimated from how much the hours differ (``pooled_weight``), so a
-  flat series pools and a thin hour borrows from the day. Shares
+  when ``cycle`` is ``"hour_of_day"``: each hour's estimate is shrunk toward a curve
+  through the day (the pooled mean, or daily harmonics when the hours differ by more
+  than noise) with a weight estimated from how far the hours lie from it
+  (``streams.detection.baseline``), so a flat series pools, a smooth rhythm follows its
+  curve and a thin hour borrows from the day. Shares
   (CSAT top-2, resolution): the top share; NPS: promoter and detractor shares; means
   (CES, ratings, sentiment): the mean, with the pooled standard deviation.
 * **Buckets since the change**: the hourly buckets of the horizon, then the 60-s buckets
@@ -30,11 +32,13 @@ restart and a replay compute the same value, with no state of its own):
   bucket's LLR is computed from its sums in one go.
 * **CUSUM**: ``S = max(0, max_k L_k / (1 + Q_k / n_k))``, where ``L_k`` is the LLR summed
   over the buckets from k to now (the segment a change starting at bucket k explains),
-  ``n_k`` its answers and ``Q_k = sum_h n_kh^2 / m_h`` with ``n_kh`` its answers in hour
-  of the day h and ``m_h`` the baseline's (effective) answers there. The factor is the
-  exact correction for a Gaussian baseline mean estimated from ``m`` answers
-  (Var(mean_k - baseline) = sigma^2 (1/n_k + 1/m)), applied to every metric: a segment
-  as large as the baseline counts half. Without it a noisy baseline pages on its noise.
+  ``n_k`` its answers and ``Q_k`` the baseline estimates' variance summed over the
+  segment, ``A' V A`` with ``A`` its answers per hour of the day and ``V`` the hours'
+  covariance (``streams.detection.baseline``: each hour's own ``1 / (n_h + kappa)`` and
+  the curve's shared error). The factor is the exact correction for a Gaussian
+  baseline mean estimated from ``m`` answers (Var(mean_k - baseline) = sigma^2 (1/n_k +
+  1/m)), applied to every metric: a segment as large as the baseline counts half.
+  Without it a noisy baseline pages on its noise.
 * **Threshold** per shift, from the false-alarm budget: the in-control average run
   length per series in answers is ``A = T * volume`` with ``T`` the per-series false-page
   period (``max(false_page_days, 7 days * m / false_pages_per_week)``, m the distinct
