@@ -53,16 +53,31 @@ def chi2_90(dof: int) -> float:
     return float(k * (1.0 - 2.0 / (9.0 * k) + _Z90 * np.sqrt(2.0 / (9.0 * k))) ** 3)
 
 
-def basis(n_cls: int, harmonics: int) -> FloatArray:
-    """(C, p) the curve's regressors per hour of the day: 1, then cos and sin of each
-    harmonic (only the constant without a cycle)."""
+WEEKLY_HARMONICS: Final = 3
+"""Pairs of weekly sines and cosines an ``hour_of_week`` curve may add (periods of 7, 3.5
+and 2.33 days): a weekend unlike the week days."""
+
+
+def basis(n_cls: int, harmonics: int) -> tuple[FloatArray, list[np.ndarray]]:
+    """(C, p) the curve's regressors per class of hour (C = 1, 24 hours of the day or
+    168 of the week): 1, then cos and sin of each daily harmonic (on the hour of the
+    day), then for a week ``WEEKLY_HARMONICS`` weekly ones; and the columns of each
+    group after the constant (daily, weekly), which the fit takes or leaves whole."""
     hour = np.arange(n_cls)
-    cols = [np.ones(n_cls)]
+    cols, groups = [np.ones(n_cls)], []
     if n_cls > 1:
+        first = len(cols)
         for k in range(1, harmonics + 1):
+            angle = 2.0 * np.pi * k * (hour % 24) / 24
+            cols += [np.cos(angle), np.sin(angle)]
+        groups.append(np.arange(first, len(cols)))
+    if n_cls > 24:
+        first = len(cols)
+        for k in range(1, WEEKLY_HARMONICS + 1):
             angle = 2.0 * np.pi * k * hour / n_cls
             cols += [np.cos(angle), np.sin(angle)]
-    return np.stack(cols, 1)
+        groups.append(np.arange(first, len(cols)))
+    return np.stack(cols, 1), [g for g in groups if len(g)]
 
 
 def _inverse(x: FloatArray, n_c: FloatArray, used: np.ndarray) -> FloatArray:
@@ -86,7 +101,7 @@ class Curve:
     kappa: FloatArray  # (S,) answers of the curve in an hour's estimate
     n_c: FloatArray  # (C, S) baseline answers per hour of the day
     floor: float  # cycle_prior + 1: an unseen hour's own weight
-    harmonic: np.ndarray  # (S,) bool: the series' curve has the harmonics
+    harmonic: np.ndarray  # (S,) bool: the series' curve has harmonics
 
     def fitted(self, sums: FloatArray, prior: tuple[float, float] = (0.0, 0.0)
                ) -> FloatArray:
@@ -145,13 +160,13 @@ def curve(by_cls: FloatArray, x_sums: FloatArray, var: FloatArray, floor: float,
     """
     n_c = by_cls
     n_cls, n_series = n_c.shape
-    x = basis(n_cls, harmonics)
+    x, groups = basis(n_cls, harmonics)
     p = x.shape[1]
     total = n_c.sum(0)
     seen = (n_c > 0).sum(0)
-    constant = np.zeros((n_series, p), dtype=bool)
-    constant[:, 0] = True
-    m0 = _inverse(x, n_c, constant)
+    day_seen = (n_c.reshape(-1, min(n_cls, 24), n_series).sum(0) > 0).sum(0)
+    used = np.zeros((n_series, p), dtype=bool)
+    used[:, 0] = True
     with np.errstate(divide="ignore", invalid="ignore"):
         mean_c = np.where(n_c > 0, x_sums / n_c, 0.0)
 
@@ -160,20 +175,26 @@ def curve(by_cls: FloatArray, x_sums: FloatArray, var: FloatArray, floor: float,
             out: FloatArray = np.where(n_c > 0, n_c * (mean_c - fit) ** 2, 0.0).sum(0)
             return out
 
-        rss0 = rss(m0)
-        harmonic = np.zeros(n_series, dtype=bool)
-        if p > 1:
-            m1 = _inverse(x, n_c, np.ones((n_series, p), dtype=bool))
-            rss1 = rss(m1)
-            harmonic = ((seen == n_cls) & (seen > p)
-                        & ((rss0 - rss1) / np.maximum(var, 1e-12) >= chi2_90(p - 1)))
-        m = np.where(harmonic[:, None, None], m1, m0) if p > 1 else m0
-        resid = np.where(harmonic, rss1, rss0) if p > 1 else rss0
-        params = np.where(harmonic, p, 1)
+        m = _inverse(x, n_c, used)
+        resid = rss(m)
+        # each group of harmonics (daily, then weekly) once every hour it spans has
+        # answers, and when it removes more than noise from the curve's residuals
+        for g, cols in enumerate(groups):
+            covered = day_seen == 24 if g == 0 else seen == n_cls
+            wider = used.copy()
+            wider[:, cols] = True
+            m_wider = _inverse(x, n_c, wider)
+            resid_wider = rss(m_wider)
+            take = (covered & (seen > wider.sum(1))
+                    & ((resid - resid_wider) / np.maximum(var, 1e-12) >= chi2_90(len(cols))))
+            used = np.where(take[:, None], wider, used)
+            m = np.where(take[:, None, None], m_wider, m)
+            resid = np.where(take, resid_wider, resid)
+        params = used.sum(1)
         lev = np.einsum("cs,cp,spq,cq->s", n_c**2, x, m, x)
         tau2 = (resid - (seen - params) * var) / (total - lev)
         kappa = np.where(seen < params + 2, floor,
                          np.where(tau2 > 0, var / tau2, np.inf))
     kappa = np.clip(np.nan_to_num(kappa, nan=floor, posinf=np.inf), floor,
                     np.maximum(total, floor))
-    return Curve(x, m, kappa, n_c, floor, harmonic)
+    return Curve(x, m, kappa, n_c, floor, used[:, 1:].any(1))

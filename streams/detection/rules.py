@@ -200,7 +200,7 @@ class DropRule(_AlertRule):
     horizon: Duration = 7 * 86_400
     false_page_days: Annotated[float, Field(gt=0)] = 30.0
     shifts: tuple[Annotated[float, Field(gt=0, le=2)], ...] = DEFAULT_SHIFTS
-    cycle: Literal["hour_of_day", "none"] = "hour_of_day"
+    cycle: Literal["hour_of_day", "hour_of_week", "none"] = "hour_of_day"
     cycle_prior: Annotated[float, Field(ge=0)] = 20.0
     cycle_harmonics: Annotated[int, Field(ge=0, le=6)] = DEFAULT_HARMONICS
 

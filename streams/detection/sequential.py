@@ -261,10 +261,14 @@ class Scan:
     delta: FloatArray  # (series, G) its per-answer LLR scale, sqrt(2 KL), the threshold's
 
 
-def _classes(buckets: np.ndarray, per_hour: int, cycle: bool) -> np.ndarray:
-    if not cycle:
-        return np.zeros(len(buckets), dtype=np.int64)
-    out: np.ndarray = (buckets // per_hour) % 24
+CLASSES: Final = {"none": 1, "hour_of_day": 24, "hour_of_week": 168}
+"""Classes of hour a rule's baseline keeps apart, by its ``cycle``."""
+
+
+def _classes(buckets: np.ndarray, per_hour: int, n_cls: int) -> np.ndarray:
+    """Each bucket's class of hour (its hour's id mod ``n_cls``: hour 0 of the epoch
+    is a midnight, so class mod 24 is the hour of the day, UTC)."""
+    out: np.ndarray = (buckets // per_hour) % n_cls
     return out
 
 
@@ -403,7 +407,7 @@ def _curve(rule: DropRule, by_cls: FloatArray, pooled: FloatArray) -> Curve:
         x_sums = by_cls[..., _SUM]
         x = pooled[:, _SUM] / total
         var = pooled[:, _SUMSQ] / total - x**2
-    harmonics = rule.cycle_harmonics if rule.cycle == "hour_of_day" else 0
+    harmonics = rule.cycle_harmonics if rule.cycle != "none" else 0
     return curve(n_c, x_sums, var, rule.cycle_prior + 1.0, harmonics)
 
 
@@ -491,24 +495,23 @@ def _baseline(rule: DropRule, base: FloatArray, base_cls: np.ndarray, n_cls: int
 def _hours(engine: Engine, rule: DropRule, lay: Layout, ix: np.ndarray,
            buckets: Buckets, minute_cls: list[int]) -> Hours:
     """The closed hours' part of ``scan`` (see ``Hours``)."""
-    cycle = rule.cycle == "hour_of_day"
-    n_cls = 24 if cycle else 1
+    n_cls = CLASSES[rule.cycle]
     base_all = buckets("3600s", lay.base_first, lay.base_last)
     hours_all = buckets("3600s", lay.hour_first, lay.hour_last)
     base, hours = base_all[:, ix], hours_all[:, ix]  # (Kb, S, 5), (Kh, S, 5)
-    base_cls = _classes(np.arange(lay.base_first, lay.base_last + 1), 1, cycle)
+    base_cls = _classes(np.arange(lay.base_first, lay.base_last + 1), 1, n_cls)
     found = _baseline(rule, base, base_cls, n_cls)
     coef, fit = found.coef, found.fit
     eff = fit.own
     used = tuple(j for j in range(4) if coef[..., j].any())
-    hour_cls = _classes(np.arange(lay.hour_first, lay.hour_last + 1), 1, cycle)
+    hour_cls = _classes(np.arange(lay.hour_first, lay.hour_last + 1), 1, n_cls)
     n = np.ascontiguousarray(hours[..., _N].T)  # (S, Kh)
     # Q over hours k..last, telescoped: adding hour k (class h) to the segment raises
     # the class's answers from A to A + n_k, so Q by ((A + n_k)^2 - A^2) / m_h. Hours k
-    # and k + 24 share their class (hour_cls is the hour's id mod 24), so A + n_k, the
-    # class's answers from k on, is a running sum over an (S, rows, period) reshape.
+    # and k + C share their class (hour_cls is the hour's id mod C), so A + n_k, the
+    # class's answers from k on, is a running sum over an (S, rows, C) reshape.
     # The curve's part is z' M z with z summed over the segment's hours.
-    period = 24 if cycle else 1
+    period = n_cls
     n_series, kh = n.shape
     padded = np.concatenate([n, np.zeros((n_series, (-kh) % period))], 1)
     own = _suffix(padded.reshape(n_series, -1, period).transpose(0, 2, 1))
@@ -557,10 +560,11 @@ def scan(engine: Engine, rule: DropRule, now: int, sids: list[int], buckets: Buc
         return Scan(rule, [], grid, grid.copy(), grid.copy(), none, none.copy(),
                     none.copy(), np.zeros(0, dtype=bool), np.zeros(grid.shape, dtype=bool),
                     grid.copy())
-    cycle = rule.cycle == "hour_of_day"
+    n_cls = CLASSES[rule.cycle]
+    cycle = n_cls > 1
     ix = np.asarray(sids, dtype=np.int64)
     h_now = now // HOUR
-    minute_cls = [(h_now - 1) % 24, h_now % 24] if cycle else [0]
+    minute_cls = [(h_now - 1) % n_cls, h_now % n_cls] if cycle else [0]
     hours = _cached_hours(engine, rule, lay, ix, buckets, minute_cls)
 
     minutes_all = buckets("60s", lay.minute_first, lay.minute_last)

@@ -11,6 +11,7 @@ import numpy as np
 
 from streams.detection.rules import SHARES, DropRule
 from streams.detection.sequential import (
+    CLASSES,
     HOUR,
     MIN_CATEGORY,
     MINUTE,
@@ -27,10 +28,8 @@ from streams.engine.metrics import FloatArray
 _N, _SUM, _SUMSQ, _TOP, _BOTTOM = range(5)
 
 
-def _classes(buckets: np.ndarray, per_hour: int, cycle: bool) -> np.ndarray:
-    if not cycle:
-        return np.zeros(len(buckets), dtype=np.int64)
-    out: np.ndarray = (buckets // per_hour) % 24
+def _classes(buckets: np.ndarray, per_hour: int, n_cls: int) -> np.ndarray:
+    out: np.ndarray = (buckets // per_hour) % n_cls
     return out
 
 
@@ -38,8 +37,7 @@ def reference_scan(engine: Engine, rule: DropRule, now: int, sids: list[int],
                    buckets: Buckets, restarts: FloatArray | None = None) -> Scan:
     """The sequential statistics of ``rule``'s series ``sids`` at ``now``."""
     lay = layout(engine, rule, now)
-    cycle = rule.cycle == "hour_of_day"
-    n_cls = 24 if cycle else 1
+    n_cls = CLASSES[rule.cycle]  # (changed with hour_of_week)
     ix = np.asarray(sids, dtype=np.int64)
     base = buckets("3600s", lay.base_first, lay.base_last)[:, ix]  # (Kb, S, 5)
     mon = np.concatenate([buckets("3600s", lay.hour_first, lay.hour_last)[:, ix],
@@ -47,8 +45,8 @@ def reference_scan(engine: Engine, rule: DropRule, now: int, sids: list[int],
     hour_ids = np.arange(lay.hour_first, lay.hour_last + 1)
     minute_ids = np.arange(lay.minute_first, lay.minute_last + 1)
     starts = np.concatenate([hour_ids * HOUR, minute_ids * MINUTE])
-    mon_cls = np.concatenate([_classes(hour_ids, 1, cycle), _classes(minute_ids, 60, cycle)])
-    base_cls = _classes(np.arange(lay.base_first, lay.base_last + 1), 1, cycle)
+    mon_cls = np.concatenate([_classes(hour_ids, 1, n_cls), _classes(minute_ids, 60, n_cls)])
+    base_cls = _classes(np.arange(lay.base_first, lay.base_last + 1), 1, n_cls)
     n_series = len(sids)
     by_cls = np.stack([base[base_cls == h].sum(0) for h in range(n_cls)])
     pooled = base.sum(0)  # (S, 5)

@@ -49,8 +49,8 @@ class Feed:
     """A read-model engine: 4 channels (one of them silent for days), overall, and a
     ``segment=unspecified`` copy of overall, set minute by minute."""
 
-    def __init__(self, metric: str, per_hour: float, seed: int) -> None:
-        self.metric, self.rng = metric, np.random.default_rng(seed)
+    def __init__(self, metric: str, per_hour: float, seed: int, wave: float = 0.0) -> None:
+        self.metric, self.rng, self.wave = metric, np.random.default_rng(seed), wave
         series = SeriesRegistry()
         self.ids = np.array([series.id(((), (), metric))]
                             + [series.id((("channel",), (f"c{c}",), metric)) for c in range(4)]
@@ -62,6 +62,9 @@ class Feed:
 
     def draw(self, m: int, drop: bool) -> np.ndarray:
         p = self.p.copy()
+        if self.wave:  # a daily rhythm in the top answers (the baseline curve's harmonics)
+            p[-2:] *= 1.0 + self.wave * np.sin(2 * np.pi * (m % (24 * 60)) / (24 * 60))
+            p /= p.sum()
         if drop:  # answers move to the lowest value
             p[-2:] *= 0.6
             p[0] += 1 - p.sum()
@@ -104,12 +107,14 @@ def same(ours: Scan, theirs: Scan) -> None:
     np.testing.assert_allclose(ours.delta, theirs.delta, rtol=1e-12)
 
 
-@pytest.mark.parametrize(("metric", "cycle", "per_hour"), [
-    ("csat", "hour_of_day", 40.0), ("csat", "none", 3.0), ("nps", "hour_of_day", 300.0),
-    ("ces", "hour_of_day", 8.0), ("ces", "none", 1000.0)])
+@pytest.mark.parametrize(("metric", "cycle", "per_hour", "wave"), [
+    ("csat", "hour_of_day", 40.0, 0.0), ("csat", "none", 3.0, 0.0),
+    ("nps", "hour_of_day", 300.0, 0.0), ("ces", "hour_of_day", 8.0, 0.0),
+    ("ces", "none", 1000.0, 0.0), ("csat", "hour_of_day", 400.0, 0.4),
+    ("nps", "hour_of_week", 300.0, 0.4), ("ces", "hour_of_week", 100.0, 0.0)])
 def test_the_memoized_scan_equals_the_plain_one(metric: str, cycle: str,
-                                                per_hour: float) -> None:
-    feed = Feed(metric, per_hour, seed=len(metric) + int(per_hour))
+                                                per_hour: float, wave: float) -> None:
+    feed = Feed(metric, per_hour, seed=len(metric) + int(per_hour), wave=wave)
     rule = DropRule(name="d", metric=metric, test="sequential", cycle=cycle,
                     horizon="3d", baseline=("prior", "4d"))
     start = 7 * 24 * 60 + 17
@@ -127,6 +132,8 @@ def test_the_memoized_scan_equals_the_plain_one(metric: str, cycle: str,
         compared += 1
     assert parts and compared == 150
     assert len({k[3] for k in parts}) >= 2  # the hours' part was rebuilt at an hour
+    if wave:  # the curve took the daily harmonics where the rhythm is
+        assert any(h.fit.harmonic.any() for h in parts.values())
 
 
 def test_a_late_answer_rebuilds_the_memoized_hours() -> None:
