@@ -197,5 +197,5 @@ def curve(by_cls: FloatArray, x_sums: FloatArray, var: FloatArray, floor: float,
                          np.where(tau2 > 0, var / tau2, np.inf))
     kappa = np.clip(np.nan_to_num(kappa, nan=floor, posinf=np.inf), floor,
                     np.maximum(total, floor))
-    harmonic: np.ndarray = used[:, 1:].any(1)
+    harmonic = np.asarray(used[:, 1:].any(1), dtype=bool)
     return Curve(x, m, kappa, n_c, floor, harmonic)
