@@ -30,7 +30,9 @@ on any series of the rule (checked every 60 s); a run with no page within the ho
 is censored, and the median is the Kaplan-Meier median (all censoring is at the horizon,
 so it is the plain median, or "> horizon" when half or more are censored). Null runs:
 the same history and warm-up, then ``--null-days`` of unchanged data, flat or with a
-daily cycle of ±5 points of top-2 share (a sine, trough at 06:00 UTC, constant volume); every alert
+daily cycle of ±5 points of top-2 share (a sine, trough at 06:00 UTC, constant volume), and
+with ``--weekend W`` also that cycle with Saturdays and Sundays W lower (``--cycle
+hour_of_week`` sets the rule's baseline per hour of the week); every alert
 that starts firing counts as a false page; the rate is pages per distinct series per 30
 days with an exact 95% Poisson interval.
 
@@ -145,16 +147,19 @@ def _label(metric: str, drop: float) -> str:
 
 
 def simulate(rng: np.random.Generator, metric: Metric, rate: float, minutes: int,
-             onset: int | None, drop: float, cycle: float) -> np.ndarray:
+             onset: int | None, drop: float, cycle: float, weekend: float = 0.0
+             ) -> np.ndarray:
     """Counts per (minute, channel, category): independent Poissons (thinning)."""
     lam = rate / 60.0 / CHANNELS
     t = np.arange(minutes)
     probs = np.broadcast_to(metric.base, (minutes, len(metric.base))).copy()
-    if cycle:
-        # the share moves by cycle * sin over the day (trough at 06:00 UTC)
-        phase = np.sin(2 * np.pi * ((t % (DAY // MINUTE)) / (DAY // MINUTE) - 0.5))
-        for amp in np.unique(np.round(cycle * phase, 4)):
-            probs[np.round(cycle * phase, 4) == amp] = metric.shifted(-amp)
+    if cycle or weekend:
+        # the share moves by cycle * sin over the day (trough at 06:00 UTC), and down by
+        # ``weekend`` on Saturdays and Sundays (T0 is a Monday)
+        phase = cycle * np.sin(2 * np.pi * ((t % (DAY // MINUTE)) / (DAY // MINUTE) - 0.5))
+        phase -= weekend * ((t // (DAY // MINUTE)) % 7 >= 5)
+        for amp in np.unique(np.round(phase, 4)):
+            probs[np.round(phase, 4) == amp] = metric.shifted(-amp)
     if onset is not None:
         probs[t >= onset] = metric.shifted(drop)
     return rng.poisson(lam * probs[:, None, :], size=(minutes, CHANNELS, len(metric.base)))
@@ -226,15 +231,16 @@ class Feed:
         e.changed()
 
 
-def make_rule(detector: str, metric: str) -> DetectionConfig:
-    """The drop rule under test, as ``default_detection`` configures it."""
+def make_rule(detector: str, metric: str, cycle: str = "hour_of_day") -> DetectionConfig:
+    """The drop rule under test, as ``default_detection`` configures it (a sequential
+    rule's ``cycle`` as given)."""
     if detector == "current":
         return DetectionConfig(drops=(DropRule(name=f"{metric}-drop", metric=metric),))
     # The deployment budget (one false page a week across 11 distinct series) would
     # set each series to one in 77 days; the goals and the oracle are per series per 30
     # days, so the bench sets the deployment budget that makes that the binding one.
     return DetectionConfig(drops=(DropRule(name=f"{metric}-drop", metric=metric,
-                                           test="sequential"),),
+                                           test="sequential", cycle=cycle),),
                            false_pages_per_week=7.0 * (CHANNELS + 1) / 30.0)
 
 
@@ -270,6 +276,8 @@ class Job:
     horizon_min: int
     seed: int
     history_min: int = HISTORY_DAYS * DAY // MINUTE
+    weekend: float = 0.0  # null runs: top share this much lower on weekends
+    rule_cycle: str = "hour_of_day"  # the sequential rule's ``cycle``
 
 
 def run_job(job: Job) -> tuple[Job, float | None, float]:
@@ -279,11 +287,12 @@ def run_job(job: Job) -> tuple[Job, float | None, float]:
     history = job.history_min
     minutes = history + job.horizon_min
     onset = history if job.kind == "drop" else None
-    counts = simulate(rng, metric, job.rate, minutes, onset, job.drop, job.cycle)
+    counts = simulate(rng, metric, job.rate, minutes, onset, job.drop, job.cycle,
+                      job.weekend)
     feed = Feed(metric, counts)
     warm = min(WARMUP_HOURS * 60, history)
     feed.history(history - warm)
-    detector = Detector(make_rule(job.detector, job.metric))
+    detector = Detector(make_rule(job.detector, job.metric, job.rule_cycle))
     pages(detector, feed, history - warm, history)  # warm-up: its pages are not counted
     started = time.process_time()
     if job.kind == "drop":
@@ -520,6 +529,12 @@ def main() -> None:
     parser.add_argument("--oracle-runs", type=int, default=120,
                         help="oracle runs per cell (the ratio's denominator; the median of "
                              "40 moved by 15%%)")
+    parser.add_argument("--weekend", type=float, default=0.0,
+                        help="also null runs with the daily cycle and weekends this much "
+                             "lower (a share: 0.05 is 5 points)")
+    parser.add_argument("--cycle", default="hour_of_day",
+                        choices=("hour_of_day", "hour_of_week", "none"),
+                        help="the sequential rule's cycle")
     parser.add_argument("--skip-null", action="store_true")
     parser.add_argument("--skip-drops", action="store_true")
     parser.add_argument("--timing-series", type=int, default=1231,
@@ -546,6 +561,7 @@ def main() -> None:
     selected = [(m, d) for m, d in cells(metrics) if not args.quick or d == 0.10]
 
     history_min = args.history_hours * 60
+    nulls = [(0.0, 0.0), (0.05, 0.0)] + ([(0.05, args.weekend)] if args.weekend else [])
     jobs: list[Job] = []
     for det in detectors:
         for rate in rates:
@@ -553,12 +569,13 @@ def main() -> None:
             if not args.skip_drops:
                 for metric, drop in selected:
                     jobs += [Job("drop", det, metric, rate, drop, 0.0, hz, args.seed + r,
-                                 history_min) for r in range(args.runs)]
+                                 history_min, rule_cycle=args.cycle)
+                             for r in range(args.runs)]
             if not args.skip_null:
                 null_min = int(args.null_days * DAY // MINUTE)
-                for cycle in (0.0, 0.05):
+                for cycle, weekend in nulls:
                     jobs += [Job("null", det, "csat", rate, 0.0, cycle, null_min,
-                                 10_000 + args.seed + r, history_min)
+                                 10_000 + args.seed + r, history_min, weekend, args.cycle)
                              for r in range(args.null_runs)]
     started = time.perf_counter()
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
@@ -601,14 +618,16 @@ def main() -> None:
               "csat, no change")
         for det in detectors:
             for rate in rates:
-                for cycle in (0.0, 0.05):
+                for cycle, weekend in nulls:
                     rs = [(j, d) for j, d, _ in results if j.kind == "null"
-                          and j.detector == det and j.rate == rate and j.cycle == cycle]
+                          and j.detector == det and j.rate == rate and j.cycle == cycle
+                          and j.weekend == weekend]
                     k = int(sum(d or 0 for _, d in rs))
                     days = sum(j.horizon_min for j, _ in rs) * MINUTE / DAY
                     rate30, lo, hi = poisson_interval(k, (CHANNELS + 1) * days / 30)
-                    kind = "flat" if not cycle else "cyclic ±5 pt"
-                    print(f"{det:>10} {rate:>7,.0f}/h {kind:>13}: {rate30:6.2f} "
+                    kind = ("flat" if not cycle else "cyclic ±5 pt" if not weekend
+                            else f"+ weekends -{weekend * 100:g} pt")
+                    print(f"{det:>10} {rate:>7,.0f}/h {kind:>18}: {rate30:6.2f} "
                           f"[{lo:.2f}, {hi:.2f}]  ({k} pages, {len(rs)} runs x "
                           f"{days / max(len(rs), 1):g} d x 11 series)")
 

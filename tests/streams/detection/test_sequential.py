@@ -288,6 +288,29 @@ def test_the_curve_follows_a_smooth_rhythm_and_the_weight_what_it_misses() -> No
     assert young.kappa[0] == 21.0 and not young.harmonic[0]  # the floor, the pooled mean
 
 
+def test_a_weekly_curve_follows_the_weekend() -> None:
+    from streams.detection.sequential import _curve
+    rng = np.random.default_rng(29)
+    hours = np.arange(168)  # hour of the week, from Thursday 00:00 (the epoch's)
+    weekend = (hours // 24 >= 2) & (hours // 24 < 4)  # Saturday and Sunday
+    p = 0.80 + 0.03 * np.sin(2 * np.pi * hours / 24) - 0.05 * weekend
+    n = np.full(168, 300.0)  # one week of baseline at 300 answers an hour
+    by_cls = np.zeros((168, 1, 5))
+    by_cls[:, 0, 0], by_cls[:, 0, 3] = n, rng.binomial(300, p)
+    week = _curve(seq_rule(cycle="hour_of_week"), by_cls, by_cls.sum(0))
+    day = by_cls.reshape(7, 24, 1, 5).sum(0)
+    daily = _curve(seq_rule(), day, day.sum(0))
+    assert week.harmonic[0] and week.x.shape == (168, 11)
+    estimate = week.estimate(by_cls[..., 3])[:, 0]
+    # the weekend is in the estimate (a day-of-week step, fitted by three harmonics and
+    # each hour's own answers), not spread over the week as the daily curve spreads it
+    assert estimate[weekend].mean() - estimate[~weekend].mean() < -0.035
+    # a week day against the daily curve: the weekend's 5 points spread over the week
+    weekday = p[~weekend].mean()  # 0.80
+    assert abs(estimate[~weekend].mean() - weekday) < 0.006
+    assert daily.estimate(day[..., 3])[:, 0].mean() < weekday - 0.009  # ~1.4 points low
+
+
 def test_a_flat_series_seldom_takes_the_harmonics() -> None:
     from streams.detection.sequential import _curve
     rng = np.random.default_rng(23)
