@@ -119,6 +119,24 @@ def test_a_daily_cycle_is_not_a_drop_with_hour_of_day_baselines() -> None:
     assert [s for s in seen if s[1] == "firing"] == []
 
 
+def test_a_weekend_is_not_a_drop_with_hour_of_week_baselines() -> None:
+    # T0 is a Monday: days 5-6, 12-13 and 19-20 are weekends, 8 points below the week
+    def weekly(t: float) -> float:
+        return 0.82 - 0.08 * (((t - T0) // DAY) % 7 >= 5)
+
+    live = T0 + 16 * DAY  # a Wednesday: the baseline (days 2-9) spans a whole week
+    events = stream("chat", T0, live + 5 * DAY, 300, weekly, seed=31)
+    fired = {}
+    for cycle in ("hour_of_day", "hour_of_week"):
+        _, _, seen = run(events, seq_rule(cycle=cycle), live, every=1800)
+        fired[cycle] = [t for t, state, _ in seen if state == "firing"]
+    weekend = live + 3 * DAY  # Saturday
+    # per hour of the day: the last weekend (in the horizon) at the first look, and
+    # this one on the Saturday; per hour of the week: neither
+    assert any(t >= weekend for t in fired["hour_of_day"])
+    assert fired["hour_of_week"] == []
+
+
 def test_the_statistic_is_recomputed_from_the_buckets_alone() -> None:
     live = T0 + 8 * DAY
     events = stream("chat", T0, live + 3 * HOUR, 60, 0.85, seed=7)
