@@ -1,7 +1,9 @@
-"""The sequential test's baseline per hour of the day, and how sure it is of it.
+"""The sequential test's baseline per hour of the day (or of the week), and how sure it
+is of it.
 
 Each hour of the day's expected value of a quantity (a share, NPS's two shares, a mean)
-is the baseline's answers in that hour shrunk toward a curve through the day:
+is the baseline's answers in that hour shrunk toward a curve through the day (for
+``cycle: hour_of_week``, each hour of the week's, with weekly harmonics as well):
 
 * the **curve** is the pooled mean or, when every hour of the day has answers and the
   hours differ from the pooled mean by more than noise (a chi-squared test at 10% on
@@ -58,26 +60,26 @@ WEEKLY_HARMONICS: Final = 3
 and 2.33 days): a weekend unlike the week days."""
 
 
-def basis(n_cls: int, harmonics: int) -> tuple[FloatArray, list[np.ndarray]]:
+def basis(n_cls: int, harmonics: int) -> tuple[FloatArray, dict[str, np.ndarray]]:
     """(C, p) the curve's regressors per class of hour (C = 1, 24 hours of the day or
     168 of the week): 1, then cos and sin of each daily harmonic (on the hour of the
     day), then for a week ``WEEKLY_HARMONICS`` weekly ones; and the columns of each
-    group after the constant (daily, weekly), which the fit takes or leaves whole."""
+    group after the constant (``day``, ``week``), which the fit takes or leaves whole."""
     hour = np.arange(n_cls)
-    cols, groups = [np.ones(n_cls)], []
+    cols, groups = [np.ones(n_cls)], {}
     if n_cls > 1:
         first = len(cols)
         for k in range(1, harmonics + 1):
             angle = 2.0 * np.pi * k * (hour % 24) / 24
             cols += [np.cos(angle), np.sin(angle)]
-        groups.append(np.arange(first, len(cols)))
+        groups["day"] = np.arange(first, len(cols))
     if n_cls > 24:
         first = len(cols)
         for k in range(1, WEEKLY_HARMONICS + 1):
             angle = 2.0 * np.pi * k * hour / n_cls
             cols += [np.cos(angle), np.sin(angle)]
-        groups.append(np.arange(first, len(cols)))
-    return np.stack(cols, 1), [g for g in groups if len(g)]
+        groups["week"] = np.arange(first, len(cols))
+    return np.stack(cols, 1), {k: g for k, g in groups.items() if len(g)}
 
 
 def _inverse(x: FloatArray, n_c: FloatArray, used: np.ndarray) -> FloatArray:
@@ -179,8 +181,8 @@ def curve(by_cls: FloatArray, x_sums: FloatArray, var: FloatArray, floor: float,
         resid = rss(m)
         # each group of harmonics (daily, then weekly) once every hour it spans has
         # answers, and when it removes more than noise from the curve's residuals
-        for g, cols in enumerate(groups):
-            covered = day_seen == 24 if g == 0 else seen == n_cls
+        for kind, cols in groups.items():
+            covered = day_seen == 24 if kind == "day" else seen == n_cls
             wider = used.copy()
             wider[:, cols] = True
             m_wider = _inverse(x, n_c, wider)
