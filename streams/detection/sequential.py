@@ -114,8 +114,8 @@ def layout(engine: Engine, rule: DropRule, now: int) -> Layout:
     (so that every hour of the day has one): the baseline from the first answered hour,
     the horizon the rest (at least 3 hours). A new deployment is watched from its first
     hours, not after two weeks; the baseline's uncertainty, large while it is short, is
-    in the statistic, and an hour of the day the baseline has not seen yet is worth the
-    pooled estimate's weight only (``pooled_weight``).
+    in the statistic, and an hour of the day the baseline has not seen yet is judged by the
+    curve's value at ``cycle_prior + 1`` answers of its own (``streams.detection.baseline``).
     """
     hours, minutes = engine.granularities.get("3600s"), engine.granularities.get("60s")
     if hours is None or minutes is None:
@@ -409,13 +409,6 @@ def _curve(rule: DropRule, by_cls: FloatArray, pooled: FloatArray) -> Curve:
         var = pooled[:, _SUMSQ] / total - x**2
     harmonics = rule.cycle_harmonics if rule.cycle != "none" else 0
     return curve(n_c, x_sums, var, rule.cycle_prior + 1.0, harmonics)
-
-
-def pooled_weight(rule: DropRule, by_cls: FloatArray, pooled: FloatArray) -> FloatArray:
-    """(S,) the weight, in answers, of the baseline curve in each hour's estimate
-    (``streams.detection.baseline``: a flat series pools, a rhythm the curve does not
-    follow keeps its hours, never below ``cycle_prior + 1``)."""
-    return _curve(rule, by_cls, pooled).kappa
 
 
 def _baseline(rule: DropRule, base: FloatArray, base_cls: np.ndarray, n_cls: int
