@@ -33,10 +33,13 @@ def answer(i: int, at: datetime, prefix: str) -> dict[str, Any]:
 def test_a_nights_export_counts_on_every_partition_and_in_the_merge() -> None:
     now = datetime.now(UTC).replace(microsecond=0)
     midnight = now.replace(hour=0, minute=0, second=0)
-    today = midnight if now - midnight > timedelta(hours=1) else midnight - timedelta(days=1)
-    # Live traffic from the start of "today" up to now (at least an hour; when now is
-    # in the first hour after midnight, "today" is the day before, up to its end), then
-    # the export of the day before, hours late.
+    # "today" starts at least 4 hours before now: the export's last minutes are then
+    # older than the 181 minutes of 60-s buckets the engine keeps (so they go out again
+    # as hours and the day only)
+    today = midnight if now - midnight > timedelta(hours=4) else midnight - timedelta(days=1)
+    # Live traffic from the start of "today" up to now (at least 4 hours; when now is
+    # in the first 4 hours after midnight, "today" is the day before, up to its end),
+    # then the export of the day before, hours late.
     live_end = min(now - timedelta(minutes=5), today + timedelta(days=1, seconds=-1))
     live_span = (live_end - today).total_seconds()
     live = [answer(i, today + timedelta(seconds=live_span * i / 600), "live")
